@@ -1,0 +1,28 @@
+//! Flotilla's wire protocol: the only crate that defines types sent between processes.
+//!
+//! - [`ids`]: newtypes for node indices, image ids, terms and digests.
+//! - [`message`]: requests and responses, one request per bidirectional QUIC stream.
+//! - [`election`]: election and heartbeat messages exchanged between edges.
+//! - [`frame`]: the length-prefixed CBOR header and the raw image body that follows it.
+//! - [`limits`]: every bound a reader enforces, as named constants.
+//! - [`tls`]: the cluster CA, per-role certificates and mutual-TLS QUIC configs.
+//! - [`net`]: QUIC endpoints and a pool of long-lived connections.
+//! - [`cluster`]: the `.cluster/cluster.toml` description shared by xtask and the client.
+
+pub mod cluster;
+pub mod election;
+pub mod frame;
+pub mod ids;
+pub mod limits;
+pub mod message;
+pub mod net;
+pub mod tls;
+
+pub use ids::{Digest, ImageId, NodeIndex, Term};
+pub use message::{
+    CacheOutcome, ElectionRole, ErrorKind, ImageMeta, NodeStatus, Request, Response,
+};
+pub use tls::Role;
+
+/// The ALPN protocol id every Flotilla QUIC connection negotiates.
+pub const ALPN: &[u8] = b"flotilla/1";

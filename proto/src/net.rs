@@ -1,0 +1,277 @@
+//! QUIC endpoints and a pool of long-lived connections: one connection per peer, a new
+//! bidirectional stream per request.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use quinn::{Connection, Endpoint, RecvStream};
+use tokio::time::timeout;
+
+use crate::frame::{self, FrameError};
+use crate::limits::{CONNECT_TIMEOUT, HEADER_TIMEOUT, SOCKET_BUFFER_BYTES};
+use crate::message::{ImageMeta, Request, Response};
+use crate::tls::{Credentials, Role, TlsError};
+
+/// A transport failure while talking to a peer.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("cannot resolve {address}: {detail}")]
+    Resolve { address: String, detail: String },
+    #[error("cannot bind UDP {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS setup: {0}")]
+    Tls(#[from] TlsError),
+    #[error("cannot connect to {address}: {detail}")]
+    Connect { address: String, detail: String },
+    #[error("no answer from {address} within {seconds} s")]
+    Timeout { address: String, seconds: u64 },
+    #[error("connection to {address} lost: {detail}")]
+    Lost { address: String, detail: String },
+    #[error("bad reply from {address}: {source}")]
+    Frame { address: String, source: FrameError },
+}
+
+/// Binds a UDP socket with enlarged buffers and makes a QUIC endpoint on it. With `serve`, the
+/// endpoint also accepts connections; it can always dial out with our credentials.
+pub fn endpoint(
+    bind: SocketAddr,
+    credentials: &Credentials,
+    serve: bool,
+) -> Result<Endpoint, NetError> {
+    let socket = udp_socket(bind).map_err(|source| NetError::Bind {
+        address: bind,
+        source,
+    })?;
+    let server_config = if serve {
+        Some(credentials.server_config()?)
+    } else {
+        None
+    };
+    let runtime = quinn::default_runtime().ok_or_else(|| NetError::Bind {
+        address: bind,
+        source: std::io::Error::other("no async runtime"),
+    })?;
+    let mut endpoint = Endpoint::new(
+        quinn::EndpointConfig::default(),
+        server_config,
+        socket,
+        runtime,
+    )
+    .map_err(|source| NetError::Bind {
+        address: bind,
+        source,
+    })?;
+    endpoint.set_default_client_config(credentials.client_config()?);
+    Ok(endpoint)
+}
+
+fn udp_socket(bind: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))?;
+    // Larger buffers absorb bursts of 1 MB bodies; the kernel may cap them, which is fine.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    socket.bind(&bind.into())?;
+    Ok(socket.into())
+}
+
+/// A peer to dial: its address (`host:port`) and the role its certificate must carry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub address: String,
+    pub role: Role,
+}
+
+impl Target {
+    pub fn new(address: impl Into<String>, role: Role) -> Target {
+        Target {
+            address: address.into(),
+            role,
+        }
+    }
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<Connection>>>;
+
+/// Keeps one live connection per target and reconnects when it drops.
+pub struct Pool {
+    endpoint: Endpoint,
+    slots: Mutex<HashMap<Target, Slot>>,
+}
+
+/// A reply header and the stream its body (if any) follows on.
+pub struct Exchange {
+    pub response: Response,
+    pub recv: RecvStream,
+    address: String,
+}
+
+impl Exchange {
+    /// Reads and verifies the image body announced by `meta`.
+    pub async fn read_body(&mut self, meta: &ImageMeta) -> Result<Bytes, NetError> {
+        frame::read_body(&mut self.recv, meta)
+            .await
+            .map_err(|source| NetError::Frame {
+                address: self.address.clone(),
+                source,
+            })
+    }
+}
+
+impl Pool {
+    pub fn new(endpoint: Endpoint) -> Pool {
+        Pool {
+            endpoint,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    fn slot(&self, target: &Target) -> Slot {
+        // The std mutex guards only this map lookup, never an await.
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.entry(target.clone()).or_default().clone()
+    }
+
+    /// The open connection to `target`, if there is one, without dialling.
+    pub fn existing(&self, target: &Target) -> Option<Connection> {
+        let slot = self.slot(target);
+        let guard = slot.try_lock().ok()?;
+        guard
+            .as_ref()
+            .filter(|connection| connection.close_reason().is_none())
+            .cloned()
+    }
+
+    /// The live connection to `target`, dialling it if needed (one dial at a time per target).
+    pub async fn connection(&self, target: &Target) -> Result<Connection, NetError> {
+        let slot = self.slot(target);
+        let mut guard = slot.lock().await;
+        if let Some(connection) = guard.as_ref() {
+            if connection.close_reason().is_none() {
+                return Ok(connection.clone());
+            }
+        }
+        let connection = self.dial(target).await?;
+        *guard = Some(connection.clone());
+        Ok(connection)
+    }
+
+    async fn dial(&self, target: &Target) -> Result<Connection, NetError> {
+        let address = resolve(&target.address).await?;
+        let connect_error = |detail: String| NetError::Connect {
+            address: target.address.clone(),
+            detail,
+        };
+        let connecting = self
+            .endpoint
+            .connect(address, &target.role.server_name())
+            .map_err(|e| connect_error(e.to_string()))?;
+        match timeout(CONNECT_TIMEOUT, connecting).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(error)) => Err(connect_error(error.to_string())),
+            Err(_) => Err(NetError::Timeout {
+                address: target.address.clone(),
+                seconds: CONNECT_TIMEOUT.as_secs(),
+            }),
+        }
+    }
+
+    /// Sends `request` (and `body`, for replication) on a new stream and reads the reply header.
+    /// A pooled connection that turns out dead is redialled once.
+    pub async fn call(
+        &self,
+        target: &Target,
+        request: &Request,
+        body: Option<Bytes>,
+    ) -> Result<Exchange, NetError> {
+        let connection = self.connection(target).await?;
+        match exchange(&connection, &target.address, request, body.clone()).await {
+            Err(NetError::Lost { .. }) if connection.close_reason().is_some() => {
+                let connection = self.connection(target).await?;
+                exchange(&connection, &target.address, request, body).await
+            }
+            result => result,
+        }
+    }
+}
+
+async fn exchange(
+    connection: &Connection,
+    address: &str,
+    request: &Request,
+    body: Option<Bytes>,
+) -> Result<Exchange, NetError> {
+    let lost = |detail: String| NetError::Lost {
+        address: address.to_string(),
+        detail,
+    };
+    let (mut send, mut recv) = connection
+        .open_bi()
+        .await
+        .map_err(|e| lost(e.to_string()))?;
+    let header = frame::encode_header(request).map_err(|source| NetError::Frame {
+        address: address.to_string(),
+        source,
+    })?;
+    send.write_all(&header)
+        .await
+        .map_err(|e| lost(e.to_string()))?;
+    if let Some(body) = body {
+        send.write_chunk(body)
+            .await
+            .map_err(|e| lost(e.to_string()))?;
+    }
+    // The peer may already have replied and reset; a failed finish shows up in the read below.
+    let _ = send.finish();
+    let response = match timeout(HEADER_TIMEOUT, frame::read_header(&mut recv)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(FrameError::Io(error))) => return Err(lost(error.to_string())),
+        Ok(Err(FrameError::Truncated)) if connection.close_reason().is_some() => {
+            return Err(lost("connection closed".to_string()))
+        }
+        Ok(Err(source)) => {
+            return Err(NetError::Frame {
+                address: address.to_string(),
+                source,
+            })
+        }
+        Err(_) => {
+            return Err(NetError::Timeout {
+                address: address.to_string(),
+                seconds: HEADER_TIMEOUT.as_secs(),
+            })
+        }
+    };
+    Ok(Exchange {
+        response,
+        recv,
+        address: address.to_string(),
+    })
+}
+
+/// Resolves `host:port`, preferring IPv4 (endpoints bind IPv4 sockets).
+pub async fn resolve(address: &str) -> Result<SocketAddr, NetError> {
+    let resolve_error = |detail: String| NetError::Resolve {
+        address: address.to_string(),
+        detail,
+    };
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host(address)
+        .await
+        .map_err(|e| resolve_error(e.to_string()))?
+        .collect();
+    addresses
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addresses.first())
+        .copied()
+        .ok_or_else(|| resolve_error("no addresses".to_string()))
+}
