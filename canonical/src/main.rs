@@ -1,1 +1,70 @@
-fn main() {}
+//! `flotilla-canonical`: the origin server binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+/// Flotilla's canonical origin: serves the original images to the edge nodes over QUIC.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Name reported to clients.
+    #[arg(long, default_value = "flotilla_canonical")]
+    name: String,
+    /// QUIC address to serve on.
+    #[arg(long, default_value = "0.0.0.0:7000")]
+    listen: SocketAddr,
+    /// Prometheus metrics HTTP address.
+    #[arg(long, default_value = "0.0.0.0:9100")]
+    metrics: SocketAddr,
+    /// Folder of `<id>.<ext>` image files.
+    #[arg(long, default_value = "/data")]
+    data: PathBuf,
+    /// Generate deterministic sample PNGs for ids 1..=N that are missing.
+    #[arg(long, default_value_t = 0)]
+    samples: u64,
+    /// Folder holding ca.pem, cert.pem and key.pem.
+    #[arg(long, default_value = "/certs")]
+    certs: PathBuf,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[tokio::main]
+async fn run(args: Args) -> anyhow::Result<()> {
+    let credentials = proto::tls::Credentials::load(&args.certs)
+        .with_context(|| format!("loading certificates from {}", args.certs.display()))?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(proto::signals::on_termination(shutdown.clone()));
+    canonical::run(
+        canonical::Config {
+            name: args.name,
+            listen: args.listen,
+            metrics: Some(args.metrics),
+            data: args.data,
+            samples: args.samples,
+            credentials,
+        },
+        shutdown,
+    )
+    .await
+}

@@ -7,7 +7,10 @@
 //! - [`limits`]: every bound a reader enforces, as named constants.
 //! - [`tls`]: the cluster CA, per-role certificates and mutual-TLS QUIC configs.
 //! - [`net`]: QUIC endpoints and a pool of long-lived connections.
+//! - [`server`]: the accept loop shared by the canonical and the edges.
 //! - [`cluster`]: the `.cluster/cluster.toml` description shared by xtask and the client.
+//! - [`routing`]: rendezvous hashing that clients and the leader agree on.
+//! - [`metrics`]: a per-process Prometheus registry and its HTTP exposition.
 
 pub mod cluster;
 pub mod election;
@@ -15,7 +18,11 @@ pub mod frame;
 pub mod ids;
 pub mod limits;
 pub mod message;
+pub mod metrics;
 pub mod net;
+pub mod routing;
+pub mod server;
+pub mod signals;
 pub mod tls;
 
 pub use ids::{Digest, ImageId, NodeIndex, Term};
