@@ -1,1 +1,319 @@
-//! placeholder
+//! The Flotilla client library: finds the cluster from `.cluster/`, keeps one QUIC connection
+//! per edge, routes each image id to its edges by rendezvous hashing and fails over to the
+//! next edge when one does not answer. The `client` binary and the bench are built on it.
+
+pub mod bench;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use proto::cluster::{ClusterFile, Member};
+use proto::message::ErrorKind;
+use proto::net::{NetError, Pool, Target};
+use proto::routing::{rank, Routing};
+use proto::tls::Credentials;
+use proto::{CacheOutcome, ImageId, ImageMeta, NodeIndex, NodeStatus, Request, Response, Role};
+
+/// Name of the client's credentials folder inside `.cluster/`.
+pub const CLIENT_CERTS_DIR: &str = "client";
+
+/// A client failure, worded for the person at the terminal.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("image {0} not found on the canonical")]
+    NotFound(ImageId),
+    #[error("{0}")]
+    Cluster(#[from] proto::cluster::ClusterError),
+    #[error("loading the client certificate from {path}: {source}; re-run `cargo xtask up`")]
+    Credentials {
+        path: String,
+        source: proto::tls::TlsError,
+    },
+    #[error("{0}")]
+    Net(#[from] NetError),
+    #[error("no edge answered within {seconds} s: is the cluster running? (`cargo xtask status`, or start one with `cargo xtask up 3`)")]
+    NoEdges { seconds: u64 },
+    #[error("no edge could serve image {id}: {last}")]
+    Exhausted { id: ImageId, last: String },
+    #[error("{0}")]
+    Remote(String),
+}
+
+impl ClientError {
+    /// Whether the failure lies in what the user asked for rather than in the cluster.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, ClientError::NotFound(_))
+    }
+}
+
+/// An image as fetched, verified against its digest.
+pub struct Fetched {
+    pub meta: ImageMeta,
+    pub body: Bytes,
+    pub served_by: String,
+    pub outcome: CacheOutcome,
+    pub edge: NodeIndex,
+}
+
+/// Answer from one member to ping/status.
+#[derive(Clone, Debug)]
+pub struct Probe {
+    pub member: Member,
+    pub rtt: Option<Duration>,
+    pub status: Option<NodeStatus>,
+    pub error: Option<String>,
+}
+
+/// A connected client.
+pub struct Client {
+    pub cluster: ClusterFile,
+    pool: Pool,
+    routing: Routing,
+    /// Edges that failed in this process; tried only after the others.
+    down: Mutex<BTreeSet<NodeIndex>>,
+}
+
+impl Client {
+    /// Loads the cluster description and client certificate from `cluster_dir`.
+    pub fn open(cluster_dir: &Path, routing: Routing) -> Result<Client, ClientError> {
+        let cluster = ClusterFile::load(cluster_dir)?;
+        let certs = cluster_dir.join(CLIENT_CERTS_DIR);
+        let credentials = Credentials::load(&certs).map_err(|source| ClientError::Credentials {
+            path: certs.display().to_string(),
+            source,
+        })?;
+        Client::with_credentials(cluster, &credentials, routing)
+    }
+
+    /// A client for `cluster` using `credentials` (tests build these directly).
+    pub fn with_credentials(
+        cluster: ClusterFile,
+        credentials: &Credentials,
+        routing: Routing,
+    ) -> Result<Client, ClientError> {
+        let bind = "0.0.0.0:0"
+            .parse()
+            .map_err(|_| ClientError::Remote("bad bind address".into()))?;
+        let endpoint = proto::net::endpoint(bind, credentials, false)?;
+        Ok(Client {
+            cluster,
+            pool: Pool::new(endpoint),
+            routing,
+            down: Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    fn target(member: &Member) -> Target {
+        let role = if member.index == 0 {
+            Role::Canonical
+        } else {
+            Role::Node(NodeIndex(member.index))
+        };
+        Target::new(member.quic.clone(), role)
+    }
+
+    fn edges(&self) -> Vec<NodeIndex> {
+        self.cluster
+            .nodes
+            .iter()
+            .map(|m| NodeIndex(m.index))
+            .collect()
+    }
+
+    fn member(&self, edge: NodeIndex) -> Option<&Member> {
+        self.cluster.nodes.iter().find(|m| m.index == edge.0)
+    }
+
+    fn mark(&self, edge: NodeIndex, down: bool) {
+        let mut set = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        if down {
+            set.insert(edge);
+        } else {
+            set.remove(&edge);
+        }
+    }
+
+    /// Dials every edge at once; returns how many answered. Edges that did not are tried last.
+    pub async fn connect_all(&self) -> Result<usize, ClientError> {
+        let dials = self.cluster.nodes.iter().map(|member| async move {
+            let ok = self.pool.connection(&Client::target(member)).await.is_ok();
+            (NodeIndex(member.index), ok)
+        });
+        let results = futures::future::join_all(dials).await;
+        let mut live = 0;
+        for (edge, ok) in results {
+            self.mark(edge, !ok);
+            live += usize::from(ok);
+        }
+        if live == 0 {
+            return Err(ClientError::NoEdges {
+                seconds: proto::limits::CONNECT_TIMEOUT.as_secs(),
+            });
+        }
+        Ok(live)
+    }
+
+    /// Edges in the order to try for `id`: routing order, edges known to be down last.
+    pub fn route(&self, id: ImageId) -> Vec<NodeIndex> {
+        let ranked = rank(id, &self.edges(), self.routing);
+        let down = self.down.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (mut up, failed): (Vec<_>, Vec<_>) =
+            ranked.into_iter().partition(|e| !down.contains(e));
+        up.extend(failed);
+        up
+    }
+
+    /// Fetches image `id`, trying its edges in routing order until one serves it.
+    pub async fn get_image(&self, id: ImageId) -> Result<Fetched, ClientError> {
+        let mut last = String::from("no edges configured");
+        for edge in self.route(id) {
+            match self.get_from(edge, id).await {
+                Ok(fetched) => {
+                    self.mark(edge, false);
+                    return Ok(fetched);
+                }
+                Err(ClientError::NotFound(id)) => return Err(ClientError::NotFound(id)),
+                Err(error) => {
+                    tracing::debug!(%edge, %error, "edge failed; trying the next");
+                    self.mark(edge, true);
+                    last = format!("node {edge}: {error}");
+                }
+            }
+        }
+        Err(ClientError::Exhausted { id, last })
+    }
+
+    async fn get_from(&self, edge: NodeIndex, id: ImageId) -> Result<Fetched, ClientError> {
+        let member = self
+            .member(edge)
+            .ok_or(ClientError::Remote(format!("unknown edge {edge}")))?;
+        let target = Client::target(member);
+        let request = Request::GetImage { id };
+        let work = async {
+            let mut exchange = self.pool.call(&target, &request, None).await?;
+            match exchange.response.clone() {
+                Response::Image {
+                    meta,
+                    served_by,
+                    outcome,
+                } => {
+                    let body = exchange.read_body(&meta).await?;
+                    Ok(Fetched {
+                        meta,
+                        body,
+                        served_by,
+                        outcome,
+                        edge,
+                    })
+                }
+                Response::Error {
+                    kind: ErrorKind::NotFound,
+                    ..
+                } => Err(ClientError::NotFound(id)),
+                Response::Error { message, .. } => Err(ClientError::Remote(message)),
+                other => Err(ClientError::Remote(format!("unexpected reply {other:?}"))),
+            }
+        };
+        tokio::time::timeout(proto::limits::REQUEST_TIMEOUT, work)
+            .await
+            .map_err(|_| {
+                ClientError::Remote(format!(
+                    "{} did not finish within {} s",
+                    member.name,
+                    proto::limits::REQUEST_TIMEOUT.as_secs()
+                ))
+            })?
+    }
+
+    /// The size of image `id`, from metadata only.
+    pub async fn image_size(&self, id: ImageId) -> Result<u64, ClientError> {
+        let mut last = String::from("no edges configured");
+        for edge in self.route(id) {
+            let Some(member) = self.member(edge) else {
+                continue;
+            };
+            let target = Client::target(member);
+            let request = Request::ImageSize { id };
+            match tokio::time::timeout(
+                proto::limits::REQUEST_TIMEOUT,
+                self.pool.call(&target, &request, None),
+            )
+            .await
+            {
+                Ok(Ok(exchange)) => match exchange.response {
+                    Response::Size { size, .. } => return Ok(size),
+                    Response::Error {
+                        kind: ErrorKind::NotFound,
+                        ..
+                    } => return Err(ClientError::NotFound(id)),
+                    Response::Error { message, .. } => last = format!("node {edge}: {message}"),
+                    other => last = format!("node {edge}: unexpected reply {other:?}"),
+                },
+                Ok(Err(error)) => {
+                    self.mark(edge, true);
+                    last = format!("node {edge}: {error}");
+                }
+                Err(_) => last = format!("node {edge}: no answer in time"),
+            }
+        }
+        Err(ClientError::Exhausted { id, last })
+    }
+
+    /// Pings every member (the canonical first), with status from the edges.
+    pub async fn probe_all(&self, with_canonical: bool) -> Vec<Probe> {
+        let mut members: Vec<Member> = Vec::new();
+        if with_canonical {
+            members.push(self.cluster.canonical.clone());
+        }
+        members.extend(self.cluster.nodes.iter().cloned());
+        let probes = members.into_iter().map(|member| self.probe(member));
+        futures::future::join_all(probes).await
+    }
+
+    async fn probe(&self, member: Member) -> Probe {
+        let target = Client::target(&member);
+        let mut probe = Probe {
+            member,
+            rtt: None,
+            status: None,
+            error: None,
+        };
+        // Dial first so the RTT measures a request, not the handshake.
+        if let Err(error) = self.pool.connection(&target).await {
+            probe.error = Some(error.to_string());
+            return probe;
+        }
+        let started = Instant::now();
+        match tokio::time::timeout(
+            proto::limits::HEADER_TIMEOUT,
+            self.pool.call(&target, &Request::Ping, None),
+        )
+        .await
+        {
+            Ok(Ok(exchange)) if matches!(exchange.response, Response::Pong { .. }) => {
+                probe.rtt = Some(started.elapsed());
+            }
+            Ok(Ok(exchange)) => {
+                probe.error = Some(format!("unexpected reply {:?}", exchange.response))
+            }
+            Ok(Err(error)) => probe.error = Some(error.to_string()),
+            Err(_) => probe.error = Some("no answer in time".to_string()),
+        }
+        if probe.rtt.is_some() && probe.member.index != 0 {
+            if let Ok(Ok(exchange)) = tokio::time::timeout(
+                proto::limits::HEADER_TIMEOUT,
+                self.pool.call(&target, &Request::Status, None),
+            )
+            .await
+            {
+                if let Response::Status(status) = exchange.response {
+                    probe.status = Some(status);
+                }
+            }
+        }
+        probe
+    }
+}

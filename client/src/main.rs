@@ -1,1 +1,319 @@
-fn main() {}
+//! `client`: fetch images from a Flotilla cluster, check on it, and benchmark it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use client::bench::{self, BenchConfig};
+use client::{Client, ClientError, Probe};
+use proto::routing::Routing;
+use proto::ImageId;
+
+/// Fetch images from a Flotilla cluster's edges, with routing and failover.
+#[derive(Parser, Debug)]
+#[command(version, name = "client")]
+struct Args {
+    /// Cluster folder (default: $FLOTILLA_CLUSTER, else the nearest .cluster/ upwards).
+    #[arg(long, global = true)]
+    cluster: Option<PathBuf>,
+    /// How ids map to edges.
+    #[arg(long, global = true, value_enum, default_value_t = RoutingArg::Rendezvous)]
+    routing: RoutingArg,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum RoutingArg {
+    /// Highest-random-weight hashing over the edges.
+    Rendezvous,
+    /// Plain `id % N`.
+    Modulo,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Fetch image ID and save it (default: <ID>.<ext> in the current folder).
+    GetImage {
+        id: ImageId,
+        /// Where to write the image.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Print the size of image ID in bytes (from metadata; the image is not moved).
+    GetImageSize { id: ImageId },
+    /// Ping the canonical and every edge; exit 1 if any does not answer.
+    Ping {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every edge's role, term, leader, cache and RTT.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load-test the cluster and report throughput and latency percentiles.
+    Bench {
+        /// Total requests.
+        #[arg(long, default_value_t = 2000)]
+        requests: u64,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Id range A..B (inclusive).
+        #[arg(long, default_value = "1..1000", value_parser = parse_range)]
+        ids: (u64, u64),
+        /// Zipf exponent for id popularity (0: uniform).
+        #[arg(long, default_value_t = 0.0)]
+        zipf: f64,
+        /// Seed for the id sequence.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_range(text: &str) -> Result<(u64, u64), String> {
+    let (start, end) = text
+        .split_once("..")
+        .ok_or_else(|| format!("`{text}` is not a range like 1..1000"))?;
+    let end = end.trim_start_matches('=');
+    let start: u64 = start
+        .parse()
+        .map_err(|_| format!("`{start}` is not a number"))?;
+    let end: u64 = end
+        .parse()
+        .map_err(|_| format!("`{end}` is not a number"))?;
+    if start > end {
+        return Err(format!("range {start}..{end} is empty"));
+    }
+    Ok((start, end))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            let bad_input = error
+                .downcast_ref::<ClientError>()
+                .is_some_and(ClientError::is_bad_input);
+            ExitCode::from(if bad_input { 2 } else { 1 })
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let routing = match args.routing {
+        RoutingArg::Rendezvous => Routing::Rendezvous,
+        RoutingArg::Modulo => Routing::Modulo,
+    };
+    let dir = proto::cluster::find_dir(args.cluster.as_deref()).map_err(ClientError::from)?;
+    let client = Client::open(&dir, routing)?;
+    match args.command {
+        Command::GetImage { id, output } => {
+            client.connect_all().await?;
+            let fetched = client.get_image(id).await?;
+            let path = output
+                .unwrap_or_else(|| PathBuf::from(format!("{id}.{}", fetched.meta.extension())));
+            write_atomic(&path, &fetched.body)?;
+            println!(
+                "image {id}: {} bytes ({}) from {}, {} -> {}",
+                fetched.body.len(),
+                fetched.meta.content_type,
+                fetched.served_by,
+                fetched.outcome,
+                path.display()
+            );
+        }
+        Command::GetImageSize { id } => {
+            client.connect_all().await?;
+            println!("{}", client.image_size(id).await?);
+        }
+        Command::Ping { json } => {
+            let probes = client.probe_all(true).await;
+            print_probes(&probes, json, false)?;
+            if probes.iter().any(|p| p.rtt.is_none()) {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Status { json } => {
+            let probes = client.probe_all(false).await;
+            print_probes(&probes, json, true)?;
+            if probes.iter().all(|p| p.rtt.is_none()) {
+                eprintln!("error: no edge answered; is the cluster running? (`cargo xtask up 3`)");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Bench {
+            requests,
+            concurrency,
+            ids,
+            zipf,
+            seed,
+            json,
+        } => {
+            let client = Arc::new(client);
+            client.connect_all().await?;
+            let config = BenchConfig {
+                requests,
+                concurrency,
+                ids: ids.0..=ids.1,
+                zipf,
+                seed,
+            };
+            if !json {
+                eprintln!(
+                    "bench: {requests} requests, concurrency {concurrency}, ids {}..{}, {}",
+                    ids.0,
+                    ids.1,
+                    if zipf > 0.0 {
+                        format!("zipf {zipf}")
+                    } else {
+                        "uniform".to_string()
+                    }
+                );
+            }
+            let report = bench::run(client, config).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "requests     {} ({} errors) in {:.2} s",
+                    report.requests, report.errors, report.seconds
+                );
+                println!(
+                    "throughput   {:.0} req/s, {:.1} MB/s",
+                    report.requests_per_second, report.megabytes_per_second
+                );
+                println!(
+                    "latency      p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms, max {:.2} ms",
+                    report.p50_ms, report.p99_ms, report.p999_ms, report.max_ms
+                );
+                println!("hit ratio    {:.1}%", report.hit_ratio * 100.0);
+                if let Some(error) = &report.first_error {
+                    println!("first error  {error}");
+                }
+            }
+            if report.errors > 0 {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_atomic(path: &Path, body: &[u8]) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .context("the output path names no file")?
+        .to_string_lossy();
+    let temp = dir.join(format!(".{name}.{}.part", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&temp)?;
+        file.write_all(body)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result.with_context(|| format!("writing {}", path.display()))
+}
+
+fn print_probes(probes: &[Probe], json: bool, with_status: bool) -> anyhow::Result<()> {
+    if json {
+        let rows: Vec<serde_json::Value> = probes.iter().map(probe_json).collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if with_status {
+        println!(
+            "{:<5} {:<24} {:<10} {:<10} {:>5} {:>6} {:>7} {:>9} {:>9}",
+            "index", "name", "state", "role", "term", "leader", "images", "cache MB", "rtt ms"
+        );
+    } else {
+        println!(
+            "{:<5} {:<24} {:<15} {:>9}",
+            "index", "name", "state", "rtt ms"
+        );
+    }
+    for probe in probes {
+        let state = if probe.rtt.is_some() {
+            "responding"
+        } else {
+            "not responding"
+        };
+        let rtt = probe.rtt.map_or("-".to_string(), |rtt| {
+            format!("{:.2}", rtt.as_secs_f64() * 1000.0)
+        });
+        let index = if probe.member.index == 0 {
+            "-".to_string()
+        } else {
+            probe.member.index.to_string()
+        };
+        if with_status {
+            let (role, term, leader, items, mb) = match &probe.status {
+                Some(s) => (
+                    s.role.to_string(),
+                    s.term.to_string(),
+                    s.leader.map_or("-".to_string(), |l| l.to_string()),
+                    s.cache_items.to_string(),
+                    format!("{:.1}", s.cache_bytes as f64 / 1048576.0),
+                ),
+                None => ("-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
+            };
+            let state = if probe.rtt.is_some() { "up" } else { "DOWN" };
+            println!("{index:<5} {:<24} {state:<10} {role:<10} {term:>5} {leader:>6} {items:>7} {mb:>9} {rtt:>9}", probe.member.name);
+        } else {
+            println!("{index:<5} {:<24} {state:<15} {rtt:>9}", probe.member.name);
+        }
+        if let (Some(error), false) = (&probe.error, json) {
+            tracing::debug!(name = %probe.member.name, %error, "probe failed");
+        }
+    }
+    Ok(())
+}
+
+fn probe_json(probe: &Probe) -> serde_json::Value {
+    let status = probe.status.as_ref();
+    serde_json::json!({
+        "index": probe.member.index,
+        "name": probe.member.name,
+        "reachable": probe.rtt.is_some(),
+        "role": if probe.member.index == 0 { Some("canonical".to_string()) } else { status.map(|s| s.role.to_string()) },
+        "term": status.map(|s| s.term.0),
+        "leader": status.and_then(|s| s.leader.map(|l| l.0)),
+        "cache_items": status.map(|s| s.cache_items),
+        "cache_bytes": status.map(|s| s.cache_bytes),
+        "rtt_ms": probe.rtt.map(|rtt| rtt.as_secs_f64() * 1000.0),
+        "peer_rtt_ms": status.map(|s| s.peer_rtt_ms.iter().map(|(k, v)| (k.to_string(), serde_json::json!(*v))).collect::<serde_json::Map<_, _>>()),
+        "error": probe.error,
+    })
+}

@@ -1,1 +1,216 @@
-//! placeholder
+//! A Flotilla edge node: caches images in a byte-bounded LRU, coalesces misses, elects a
+//! leader with its peers and replicates through it, and exposes status, metrics and a console.
+//!
+//! [`start`] runs a node on a tokio runtime until its shutdown token fires; `main.rs` only
+//! parses flags and handles signals.
+
+pub mod cache;
+pub mod console;
+pub mod fetch;
+pub mod metrics;
+pub mod peers;
+pub mod server;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use proto::metrics::Registry;
+use proto::net::Pool;
+use proto::tls::Credentials;
+use proto::{ElectionRole, NodeIndex, NodeStatus, Term};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::ImageCache;
+use crate::fetch::InFlight;
+use crate::metrics::NodeMetrics;
+use crate::peers::Peers;
+
+/// Default cache size: enough for a few hundred sample images, small enough for a 256 MB
+/// container memory limit.
+pub const DEFAULT_CACHE_MB: u64 = 128;
+
+/// Default replication factor: the primary edge for an id and its first failover.
+pub const DEFAULT_REPLICAS: usize = 2;
+
+/// Number of cached ids listed in a status reply.
+const STATUS_CACHED_IDS: usize = 32;
+
+/// Everything a node needs to run.
+pub struct Config {
+    pub index: NodeIndex,
+    /// Name reported to clients, e.g. `flotilla_node_2`.
+    pub name: String,
+    /// QUIC address to serve on.
+    pub listen: SocketAddr,
+    /// Prometheus metrics address; `None` serves no metrics.
+    pub metrics: Option<SocketAddr>,
+    /// QUIC address of the canonical (`host:port`).
+    pub canonical: String,
+    /// QUIC address of every configured edge, this one included.
+    pub peers: BTreeMap<NodeIndex, String>,
+    pub cache_bytes: u64,
+    /// How many edges should hold each image the leader fetches.
+    pub replicas: usize,
+    pub credentials: Credentials,
+}
+
+/// The node's current view of the election.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leadership {
+    pub role: ElectionRole,
+    pub term: Term,
+    pub leader: Option<NodeIndex>,
+}
+
+/// Hit and miss counts kept for status replies (the Prometheus counters are write-only).
+#[derive(Default)]
+pub struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl Counters {
+    fn hit(&self) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+    }
+    fn miss(&self) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A running node's shared state.
+pub struct Node {
+    pub config: Config,
+    pub cache: ImageCache,
+    pub metrics: Arc<NodeMetrics>,
+    pub peers: Arc<Peers>,
+    counters: Counters,
+    in_flight: InFlight,
+    leadership: watch::Sender<Leadership>,
+}
+
+impl Node {
+    /// The current election view.
+    pub fn leadership(&self) -> Leadership {
+        *self.leadership.borrow()
+    }
+
+    /// Replaces the election view (called by the election driver).
+    pub fn set_leadership(&self, view: Leadership) {
+        self.metrics
+            .set_election(view.term.0, view.leader, view.role == ElectionRole::Leader);
+        self.leadership.send_replace(view);
+    }
+
+    /// Subscribes to election view changes.
+    pub fn watch_leadership(&self) -> watch::Receiver<Leadership> {
+        self.leadership.subscribe()
+    }
+
+    fn publish_cache_stats(&self) {
+        let stats = self.cache.stats();
+        self.metrics.cache_bytes.set(stats.bytes as f64);
+        self.metrics.cache_items.set(stats.items as f64);
+    }
+
+    /// This node's row of the status table.
+    pub fn status(&self) -> NodeStatus {
+        let view = self.leadership();
+        let cache = self.cache.stats();
+        NodeStatus {
+            index: self.config.index,
+            name: self.config.name.clone(),
+            role: view.role,
+            term: view.term,
+            leader: view.leader,
+            cache_items: cache.items,
+            cache_bytes: cache.bytes,
+            cache_capacity_bytes: cache.capacity_bytes,
+            cache_hits: self.counters.hits.load(Ordering::Relaxed),
+            cache_misses: self.counters.misses.load(Ordering::Relaxed),
+            peer_rtt_ms: self.peers.rtt_ms(),
+            cached_ids: self.cache.ids(STATUS_CACHED_IDS),
+        }
+    }
+}
+
+/// A started node: its addresses, its state (for tests and the election driver) and the task
+/// to await for its end.
+pub struct Running {
+    pub quic: SocketAddr,
+    pub metrics: Option<SocketAddr>,
+    pub node: Arc<Node>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Binds the endpoint and metrics and starts serving, pinging peers and electing.
+pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    anyhow::ensure!(
+        config.peers.contains_key(&config.index),
+        "--peer list must include this node ({})",
+        config.index
+    );
+    anyhow::ensure!(
+        config.credentials.role == proto::Role::Node(config.index),
+        "the certificate is for {}, not node-{}; pass the certificate folder of node {}",
+        config.credentials.role,
+        config.index,
+        config.index
+    );
+    let endpoint = proto::net::endpoint(config.listen, &config.credentials, true)
+        .with_context(|| format!("binding QUIC on {}", config.listen))?;
+    let quic = endpoint.local_addr().context("reading the bound address")?;
+    let registry = Registry::new();
+    let metrics_address = match config.metrics {
+        Some(address) => Some(
+            proto::metrics::serve(address, registry.clone(), shutdown.clone())
+                .await
+                .with_context(|| format!("binding metrics on {address}"))?
+                .0,
+        ),
+        None => None,
+    };
+    let metrics = Arc::new(NodeMetrics::new(registry));
+    let peers = Arc::new(Peers::new(
+        config.index,
+        Pool::new(endpoint.clone()),
+        config.canonical.clone(),
+        &config.peers,
+    ));
+    let (leadership, _) = watch::channel(Leadership {
+        role: ElectionRole::Follower,
+        term: Term(0),
+        leader: None,
+    });
+    let node = Arc::new(Node {
+        cache: ImageCache::new(config.cache_bytes),
+        config,
+        metrics: metrics.clone(),
+        peers: peers.clone(),
+        counters: Counters::default(),
+        in_flight: InFlight::default(),
+        leadership,
+    });
+    node.set_leadership(node.leadership());
+    node.publish_cache_stats();
+    tokio::spawn(peers.monitor(metrics, shutdown.clone()));
+    tracing::info!(index = %node.config.index, %quic, metrics = ?metrics_address, "edge serving");
+    let task = tokio::spawn(proto::server::serve(endpoint, node.clone(), shutdown));
+    Ok(Running {
+        quic,
+        metrics: metrics_address,
+        node,
+        task,
+    })
+}
+
+/// Runs a node until `shutdown` fires.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let running = start(config, shutdown).await?;
+    running.task.await?;
+    Ok(())
+}

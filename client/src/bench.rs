@@ -1,0 +1,155 @@
+//! `client bench`: a closed-loop load generator. C workers each keep one request in flight
+//! over the shared connections; ids come from a uniform or Zipf distribution over a range.
+
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Zipf};
+use serde::Serialize;
+
+use crate::Client;
+use proto::{CacheOutcome, ImageId};
+
+/// Highest latency the histogram records, in microseconds (a minute: far past any timeout).
+const MAX_LATENCY_MICROS: u64 = 60_000_000;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    pub requests: u64,
+    pub concurrency: usize,
+    pub ids: RangeInclusive<u64>,
+    /// Zipf exponent; 0 means uniform.
+    pub zipf: f64,
+    pub seed: u64,
+}
+
+/// What a run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    pub requests: u64,
+    pub errors: u64,
+    pub concurrency: usize,
+    pub seconds: f64,
+    pub requests_per_second: f64,
+    pub megabytes_per_second: f64,
+    pub bytes: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    pub hit_ratio: f64,
+    pub first_error: Option<String>,
+}
+
+struct Worker {
+    latencies: Histogram<u64>,
+    bytes: u64,
+    hits: u64,
+    successes: u64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+/// Runs the benchmark against `client`'s cluster.
+pub async fn run(client: Arc<Client>, config: BenchConfig) -> anyhow::Result<BenchReport> {
+    anyhow::ensure!(config.concurrency > 0, "--concurrency must be at least 1");
+    anyhow::ensure!(!config.ids.is_empty(), "--ids range is empty");
+    let span = config.ids.end() - config.ids.start() + 1;
+    let zipf = if config.zipf > 0.0 {
+        Some(
+            Zipf::new(span as f64, config.zipf)
+                .map_err(|e| anyhow::anyhow!("--zipf {}: {e}", config.zipf))?,
+        )
+    } else {
+        None
+    };
+    let issued = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(config.concurrency);
+    for worker_index in 0..config.concurrency {
+        let client = client.clone();
+        let issued = issued.clone();
+        let config = config.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = SmallRng::seed_from_u64(
+                config.seed ^ (worker_index as u64).wrapping_mul(0x9e37_79b9),
+            );
+            // Three significant figures; bounds are constants, so creation cannot fail.
+            let mut worker = Worker {
+                latencies: Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, 3)
+                    .expect("valid histogram bounds"),
+                bytes: 0,
+                hits: 0,
+                successes: 0,
+                errors: 0,
+                first_error: None,
+            };
+            while issued.fetch_add(1, Ordering::Relaxed) < config.requests {
+                let offset = match &zipf {
+                    Some(zipf) => (zipf.sample(&mut rng) as u64)
+                        .saturating_sub(1)
+                        .min(span - 1),
+                    None => rng.random_range(0..span),
+                };
+                let id = ImageId(config.ids.start() + offset);
+                let request_started = Instant::now();
+                match client.get_image(id).await {
+                    Ok(fetched) => {
+                        let micros = request_started.elapsed().as_micros() as u64;
+                        worker
+                            .latencies
+                            .saturating_record(micros.clamp(1, MAX_LATENCY_MICROS));
+                        worker.bytes += fetched.body.len() as u64;
+                        worker.successes += 1;
+                        if fetched.outcome == CacheOutcome::Hit {
+                            worker.hits += 1;
+                        }
+                    }
+                    Err(error) => {
+                        worker.errors += 1;
+                        worker.first_error.get_or_insert_with(|| error.to_string());
+                    }
+                }
+            }
+            worker
+        }));
+    }
+    let mut latencies = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_MICROS, 3)?;
+    let (mut bytes, mut hits, mut successes, mut errors, mut first_error) = (0, 0, 0, 0, None);
+    for task in tasks {
+        let worker = task.await?;
+        latencies.add(&worker.latencies)?;
+        bytes += worker.bytes;
+        hits += worker.hits;
+        successes += worker.successes;
+        errors += worker.errors;
+        first_error = first_error.or(worker.first_error);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let ms = |quantile: f64| latencies.value_at_quantile(quantile) as f64 / 1000.0;
+    Ok(BenchReport {
+        requests: successes + errors,
+        errors,
+        concurrency: config.concurrency,
+        seconds,
+        requests_per_second: successes as f64 / seconds,
+        megabytes_per_second: bytes as f64 / seconds / 1_000_000.0,
+        bytes,
+        p50_ms: ms(0.50),
+        p99_ms: ms(0.99),
+        p999_ms: ms(0.999),
+        max_ms: latencies.max() as f64 / 1000.0,
+        hit_ratio: if successes == 0 {
+            0.0
+        } else {
+            hits as f64 / successes as f64
+        },
+        first_error,
+    })
+}

@@ -1,0 +1,126 @@
+//! The edge's Prometheus metrics. Handles are registered once at start-up; the hot path only
+//! increments atomics.
+
+use metrics::{Counter, Gauge};
+use proto::metrics::Registry;
+use proto::NodeIndex;
+
+/// Every metric an edge exports.
+pub struct NodeMetrics {
+    pub registry: Registry,
+    pub cache_hits: Counter,
+    pub cache_misses: Counter,
+    pub cache_evictions: Counter,
+    pub cache_bytes: Gauge,
+    pub cache_items: Gauge,
+    pub coalesced_waits: Counter,
+    pub origin_fetches: Counter,
+    pub leader_fetches: Counter,
+    pub digest_mismatches: Counter,
+    pub term: Gauge,
+    pub leader_index: Gauge,
+    pub is_leader: Gauge,
+}
+
+impl NodeMetrics {
+    pub fn new(registry: Registry) -> NodeMetrics {
+        NodeMetrics {
+            cache_hits: registry.counter(
+                "flotilla_cache_hits_total",
+                "Image requests answered from the cache",
+                &[],
+            ),
+            cache_misses: registry.counter(
+                "flotilla_cache_misses_total",
+                "Image requests that missed the cache",
+                &[],
+            ),
+            cache_evictions: registry.counter(
+                "flotilla_cache_evictions_total",
+                "Images evicted to stay within the cache's byte bound",
+                &[],
+            ),
+            cache_bytes: registry.bytes_gauge(
+                "flotilla_cache_bytes",
+                "Bytes of image bodies held in the cache",
+            ),
+            cache_items: registry.gauge("flotilla_cache_items", "Images held in the cache", &[]),
+            coalesced_waits: registry.counter(
+                "flotilla_coalesced_waits_total",
+                "Misses that waited on a fetch already in flight",
+                &[],
+            ),
+            origin_fetches: registry.counter(
+                "flotilla_origin_fetches_total",
+                "Images fetched from the canonical",
+                &[],
+            ),
+            leader_fetches: registry.counter(
+                "flotilla_leader_fetches_total",
+                "Images fetched from the leader (origin shield)",
+                &[],
+            ),
+            digest_mismatches: registry.counter(
+                "flotilla_digest_mismatches_total",
+                "Received bodies that failed digest verification",
+                &[],
+            ),
+            term: registry.gauge("flotilla_term", "Current election term", &[]),
+            leader_index: registry.gauge(
+                "flotilla_leader_index",
+                "Index of the known leader (0: none)",
+                &[],
+            ),
+            is_leader: registry.gauge("flotilla_is_leader", "1 while this node leads", &[]),
+            registry,
+        }
+    }
+
+    /// Counts one request of `kind` ending in `outcome`.
+    pub fn request(&self, kind: &'static str, outcome: &'static str) {
+        self.registry
+            .counter(
+                "flotilla_requests_total",
+                "Requests served, by kind and outcome",
+                &[("kind", kind.to_string()), ("outcome", outcome.to_string())],
+            )
+            .increment(1);
+    }
+
+    /// Counts one replication push ending in `outcome`.
+    pub fn replication_push(&self, outcome: &'static str) {
+        self.registry
+            .counter(
+                "flotilla_replication_pushes_total",
+                "Images the leader pushed to replicas, by outcome",
+                &[("outcome", outcome.to_string())],
+            )
+            .increment(1);
+    }
+
+    /// Round-trip time gauge to `peer` (index 0 is the canonical).
+    pub fn peer_rtt(&self, peer: &str) -> Gauge {
+        self.registry.gauge(
+            "flotilla_peer_rtt_seconds",
+            "Round-trip time of a QUIC ping to each peer",
+            &[("peer", peer.to_string())],
+        )
+    }
+
+    /// 1 while `peer` answers pings.
+    pub fn peer_up(&self, peer: &str) -> Gauge {
+        self.registry.gauge(
+            "flotilla_peer_up",
+            "1 while the peer answers pings",
+            &[("peer", peer.to_string())],
+        )
+    }
+
+    /// Publishes the election view.
+    pub fn set_election(&self, term: u64, leader: Option<NodeIndex>, is_leader: bool) {
+        self.term.set(term as f64);
+        self.leader_index
+            .set(leader.map_or(0.0, |l| f64::from(l.0)));
+        self.is_leader.set(if is_leader { 1.0 } else { 0.0 });
+    }
+}
