@@ -37,6 +37,8 @@ pub struct Config {
 pub struct Running {
     pub quic: SocketAddr,
     pub metrics: Option<SocketAddr>,
+    /// The canonical's metrics, also readable in-process (tests count origin fetches with it).
+    pub registry: Registry,
     pub task: tokio::task::JoinHandle<()>,
 }
 
@@ -95,13 +97,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let canonical = Arc::new(Canonical {
         name: config.name,
         store,
-        metrics: Metrics { registry },
+        metrics: Metrics {
+            registry: registry.clone(),
+        },
     });
     tracing::info!(%quic, ?metrics, "canonical serving");
     let task = tokio::spawn(proto::server::serve(endpoint, canonical, shutdown));
     Ok(Running {
         quic,
         metrics,
+        registry,
         task,
     })
 }
