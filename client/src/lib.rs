@@ -17,6 +17,11 @@ use proto::routing::{rank, Routing};
 use proto::tls::Credentials;
 use proto::{CacheOutcome, ImageId, ImageMeta, NodeIndex, NodeStatus, Request, Response, Role};
 
+/// How long one attempt on one edge may take before the client fails over to the next edge.
+/// A cold fetch of a multi-MB image through the leader fits easily; a dead edge whose
+/// connection has not yet timed out costs at most this much.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
+
 /// Name of the client's credentials folder inside `.cluster/`.
 pub const CLIENT_CERTS_DIR: &str = "client";
 
