@@ -1,1 +1,70 @@
-fn main() {}
+//! `cargo xtask`: Flotilla's automation. Builds static binaries and scratch images, starts a
+//! cluster on Docker or as local processes, breaks it on purpose (kill, pause, partition) and
+//! runs every check CI runs. Each subcommand is a module under `commands/`.
+
+mod certs;
+mod client;
+mod commands;
+mod containers;
+mod docker;
+mod e2e;
+mod elf;
+mod launch;
+mod ports;
+mod process;
+mod project;
+mod release;
+mod state;
+mod tally;
+mod tools;
+
+use std::fmt;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// An error in what the user asked for (a bad argument or input): exit code 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Ends xtask with this exit code and no message of its own: the program it ran (a console,
+/// the client, a test step) has already said what went wrong.
+#[derive(Debug)]
+pub struct Exit(pub u8);
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "exit code {}", self.0)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+fn main() -> ExitCode {
+    // clap prints usage errors itself and exits with code 2.
+    let cli = commands::Cli::parse();
+    let result = xshell::Shell::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|sh| cli.run(&sh));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            if let Some(Exit(code)) = error.downcast_ref::<Exit>() {
+                return ExitCode::from(*code);
+            }
+            eprintln!("error: {error:#}");
+            match error.downcast_ref::<UsageError>() {
+                Some(_) => ExitCode::from(2),
+                None => ExitCode::FAILURE,
+            }
+        }
+    }
+}

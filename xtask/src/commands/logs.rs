@@ -1,0 +1,149 @@
+//! `cargo xtask logs I|canonical|all [-f] [--out DIR]`: a member's log (`docker logs` or the
+//! process runtime's log file); several logs are shown with the member's name on every line,
+//! or written one file per member with `--out`.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use anyhow::Context;
+use xshell::Shell;
+
+use crate::process;
+use crate::project::Project;
+use crate::state::{LogTarget, MemberState, Runtime, State};
+use crate::Exit;
+
+/// Show the log of node I, of the canonical, or of all members.
+#[derive(Debug, clap::Args)]
+pub struct Logs {
+    /// Node index, `canonical` or `all`.
+    target: LogTarget,
+    /// Keep following new lines.
+    #[arg(short, long)]
+    follow: bool,
+    /// Write one `<name>.log` per member into DIR instead (kept after `down`).
+    #[arg(long, value_name = "DIR", conflicts_with = "follow")]
+    out: Option<PathBuf>,
+}
+
+impl Logs {
+    pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
+        let project = Project::locate()?;
+        let state = State::require(&project.cluster_dir)?;
+        let members: Vec<&MemberState> = match self.target {
+            LogTarget::All => state.members.iter().collect(),
+            LogTarget::One(target) => vec![state.member(target)?],
+        };
+        let source = |member: &MemberState| self.source(&project, &state, member);
+        if let Some(dir) = &self.out {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            for member in &members {
+                let path = dir.join(format!("{}.log", member.name));
+                let file = fs::File::create(&path)
+                    .with_context(|| format!("creating {}", path.display()))?;
+                let file_too = file.try_clone().context("opening the log file twice")?;
+                let status = source(member)
+                    .stdout(file)
+                    .stderr(file_too)
+                    .status()
+                    .context("reading a log")?;
+                if !status.success() {
+                    anyhow::bail!("reading the log of {} failed", member.label());
+                }
+            }
+            println!("wrote {} log files to {}", members.len(), dir.display());
+            return Ok(());
+        }
+        if let [member] = members.as_slice() {
+            let status = source(member).status().context("reading the log")?;
+            return match status.code() {
+                Some(0) | None => Ok(()),
+                Some(code) => Err(Exit(code.clamp(1, 255) as u8).into()),
+            };
+        }
+        let width = members.iter().map(|m| m.name.len()).max().unwrap_or(0);
+        let label = |member: &MemberState| format!("{:<width$} | ", member.name);
+        if self.follow {
+            // Everyone at once: lines interleave as they come.
+            let sources = members.iter().map(|m| (label(m), source(m))).collect();
+            prefixed(sources)
+        } else {
+            // One member after another, so each log reads in order.
+            for member in &members {
+                prefixed(vec![(label(member), source(member))])?;
+            }
+            Ok(())
+        }
+    }
+
+    /// The command that prints `member`'s log.
+    fn source(&self, project: &Project, state: &State, member: &MemberState) -> Command {
+        match state.runtime {
+            Runtime::Docker => {
+                let mut command = Command::new("docker");
+                command.arg("logs");
+                if self.follow {
+                    command.arg("--follow");
+                }
+                command.arg(&member.name);
+                command
+            }
+            Runtime::Process => {
+                let mut command = Command::new("tail");
+                command.args(["-n", "+1"]);
+                if self.follow {
+                    command.arg("-F");
+                }
+                command.arg(process::log_path(project, member));
+                command
+            }
+        }
+    }
+}
+
+/// Runs every command, printing each line of its stdout and stderr after its label, until
+/// all of them end.
+fn prefixed(sources: Vec<(String, Command)>) -> anyhow::Result<()> {
+    let mut children = Vec::new();
+    let mut readers = Vec::new();
+    for (label, mut command) in sources {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("reading a log")?;
+        let streams: [Option<Box<dyn Read + Send>>; 2] = [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ];
+        for stream in streams.into_iter().flatten() {
+            let label = label.clone();
+            readers.push(std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    // The stdout lock keeps each line whole among the readers.
+                    if writeln!(std::io::stdout().lock(), "{label}{line}").is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+        children.push(child);
+    }
+    for reader in readers {
+        let _ = reader.join();
+    }
+    for mut child in children {
+        let _ = child.wait();
+    }
+    Ok(())
+}

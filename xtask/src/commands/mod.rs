@@ -1,0 +1,90 @@
+//! The subcommands of `cargo xtask`, one module each, and the dispatcher.
+
+mod attach;
+mod build;
+mod down;
+mod kill;
+mod logs;
+mod partition;
+mod pause;
+mod restart;
+mod status;
+mod test;
+mod up;
+
+use clap::{Parser, Subcommand};
+use xshell::Shell;
+
+use crate::project::Project;
+
+/// Flotilla's automation: build images, run and break clusters, run the checks.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Up(up::Up),
+    Down(down::Down),
+    Status(status::Status),
+    Attach(attach::Attach),
+    Logs(logs::Logs),
+    Kill(kill::Kill),
+    Restart(restart::Restart),
+    Pause(pause::Pause),
+    Resume(pause::Resume),
+    Partition(partition::Partition),
+    Heal(partition::Heal),
+    Build(build::Build),
+    Test(test::Test),
+}
+
+impl Cli {
+    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        // Every command runs from the repository root, wherever it was typed.
+        sh.change_dir(Project::locate()?.root);
+        match self.command {
+            Command::Up(command) => command.run(sh),
+            Command::Down(command) => command.run(sh),
+            Command::Status(command) => command.run(sh),
+            Command::Attach(command) => command.run(sh),
+            Command::Logs(command) => command.run(sh),
+            Command::Kill(command) => command.run(sh),
+            Command::Restart(command) => command.run(sh),
+            Command::Pause(command) => command.run(sh),
+            Command::Resume(command) => command.run(sh),
+            Command::Partition(command) => command.run(sh),
+            Command::Heal(command) => command.run(sh),
+            Command::Build(command) => command.run(sh),
+            Command::Test(command) => command.run(sh),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn node_counts_outside_1_to_64_are_usage_errors() {
+        for bad in ["0", "65", "-1", "x"] {
+            let error = Cli::try_parse_from(["xtask", "up", bad]).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "up {bad}");
+        }
+        for good in ["1", "5", "64"] {
+            assert!(
+                Cli::try_parse_from(["xtask", "up", good]).is_ok(),
+                "up {good}"
+            );
+        }
+    }
+}

@@ -1,0 +1,513 @@
+//! The Docker end-to-end suite of `cargo xtask test`: a real `up 5` of scratch containers
+//! under its own prefix and cluster folder (so a user's cluster is never touched), images
+//! fetched with the real client and compared byte for byte with the canonical's files,
+//! the console through `attach`, a killed node, a restart, a partition, and a `down` that
+//! must leave nothing behind. The cluster is torn down on every exit, failures included;
+//! leftovers of an interrupted run are removed at the start of the next one.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::Value;
+use xshell::{cmd, Shell};
+
+use crate::client;
+use crate::docker::{self, CLUSTER_LABEL};
+use crate::project::Project;
+use crate::tally::Tally;
+
+/// Prefix of the suite's containers, network and volume.
+const PREFIX: &str = "flotilla_e2e";
+/// Edges in the suite's cluster.
+const NODES: u16 = 5;
+/// Sample ids compared byte for byte with the canonical's files (both ends of the range).
+const COMPARED_IDS: [u64; 4] = [123, 1, 500, 1000];
+/// Ids fetched after a node is killed: enough that rendezvous routing sends some to it.
+const FAILOVER_IDS: std::ops::RangeInclusive<u64> = 1..=30;
+/// Budget of `up`, which may compile the whole workspace in release mode on a slow machine.
+const UP_TIMEOUT: Duration = Duration::from_secs(40 * 60);
+/// Budget of every other command.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+/// Budget of the console session, which must end when its stdin does.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs the suite, adding one step per check to `tally`.
+pub fn run<'a>(sh: &'a Shell, project: &'a Project, tally: &mut Tally) {
+    let base = project.target_dir.join("flotilla-e2e");
+    let suite = Suite {
+        sh,
+        project,
+        cluster_dir: base.join(".cluster"),
+        work: base.join("work"),
+    };
+    let _teardown = Teardown(&suite);
+    if let Err(error) = suite.prepare() {
+        tally.step("e2e: prepare", || Err(error));
+        return;
+    }
+    let up = tally.step(
+        &format!("e2e: up {NODES} starts {} containers", NODES + 1),
+        || suite.up(),
+    );
+    let steps: [(&str, Step<'a>); 9] = [
+        ("e2e: up again is safe", Suite::up_again),
+        ("e2e: containers are hardened", Suite::hardened),
+        ("e2e: ping reaches every member", Suite::ping_all),
+        (
+            "e2e: images are byte-identical to the canonical's",
+            Suite::identical,
+        ),
+        ("e2e: attach 2 shows node 2's console", Suite::attach),
+        ("e2e: kill 3 leaves every image servable", Suite::kill),
+        ("e2e: restart 3 answers again", Suite::restart),
+        ("e2e: partition and heal", Suite::partition),
+        ("e2e: down leaves nothing behind", Suite::down),
+    ];
+    for (name, step) in steps {
+        if up {
+            tally.step(name, || step(&suite));
+        } else {
+            tally.not_run(name, "the cluster did not come up");
+        }
+    }
+}
+
+/// One check of the suite after `up`.
+type Step<'a> = fn(&Suite<'a>) -> anyhow::Result<()>;
+
+struct Suite<'a> {
+    sh: &'a Shell,
+    project: &'a Project,
+    /// The suite's own cluster folder (`FLOTILLA_CLUSTER` of every command it runs).
+    cluster_dir: PathBuf,
+    /// Scratch folder for fetched files.
+    work: PathBuf,
+}
+
+/// Tears the suite's cluster down when the suite ends, however it ends.
+struct Teardown<'a>(&'a Suite<'a>);
+
+impl Drop for Teardown<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .xtask(&["down", "--volumes", "--name", PREFIX], COMMAND_TIMEOUT);
+    }
+}
+
+impl Suite<'_> {
+    fn prepare(&self) -> anyhow::Result<()> {
+        // An interrupted earlier run may have left containers behind.
+        self.xtask_ok(&["down", "--volumes", "--name", PREFIX], COMMAND_TIMEOUT)?;
+        let _ = std::fs::remove_dir_all(&self.work);
+        std::fs::create_dir_all(&self.work)
+            .with_context(|| format!("creating {}", self.work.display()))
+    }
+
+    fn up(&self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let name = NODES.to_string();
+        let output = self.xtask_ok(
+            &["up", &name, "--runtime", "docker", "--name", PREFIX],
+            UP_TIMEOUT,
+        )?;
+        eprintln!("up {NODES} took {:.1} s", started.elapsed().as_secs_f64());
+        let running = self.containers()?.iter().filter(|c| c.is_running()).count();
+        anyhow::ensure!(
+            running == usize::from(NODES) + 1,
+            "{running} containers run, expected {}",
+            NODES + 1
+        );
+        anyhow::ensure!(
+            output.contains(&format!("{PREFIX}_node_{NODES}")),
+            "the node table does not list {PREFIX}_node_{NODES}"
+        );
+        Ok(())
+    }
+
+    fn up_again(&self) -> anyhow::Result<()> {
+        let name = NODES.to_string();
+        let again = self.xtask_ok(&["up", &name, "--name", PREFIX], UP_TIMEOUT)?;
+        anyhow::ensure!(
+            again.contains("nothing to do"),
+            "a second `up {NODES}` did not say it had nothing to do"
+        );
+        let other = self.xtask(&["up", "2", "--name", PREFIX], UP_TIMEOUT)?;
+        anyhow::ensure!(
+            other.status.code() == Some(1) && text(&other).contains("down"),
+            "`up 2` on a {NODES}-node cluster was not refused with a hint to run down first"
+        );
+        Ok(())
+    }
+
+    fn hardened(&self) -> anyhow::Result<()> {
+        for name in [format!("{PREFIX}_node_1"), format!("{PREFIX}_canonical")] {
+            let inspected = docker::run(self.sh, &["inspect".into(), name.clone()])?;
+            let value: Value = serde_json::from_str(&inspected).context("reading inspect")?;
+            let container = &value[0];
+            let user = container["Config"]["User"].as_str().unwrap_or_default();
+            anyhow::ensure!(
+                !user.is_empty() && !user.starts_with("0") && !user.starts_with("root"),
+                "{name} runs as user `{user}`"
+            );
+            let host = &container["HostConfig"];
+            anyhow::ensure!(host["ReadonlyRootfs"] == true, "{name} has a writable root");
+            let has = |list: &Value, wanted: &str| {
+                list.as_array()
+                    .is_some_and(|items| items.iter().any(|item| item == wanted))
+            };
+            anyhow::ensure!(has(&host["CapDrop"], "ALL"), "{name} keeps capabilities");
+            anyhow::ensure!(
+                has(&host["SecurityOpt"], "no-new-privileges"),
+                "{name} lacks no-new-privileges"
+            );
+            anyhow::ensure!(
+                host["Memory"].as_u64().unwrap_or(0) > 0,
+                "{name} has no memory limit"
+            );
+            let bindings = host["PortBindings"]
+                .as_object()
+                .context("no port bindings")?;
+            for binding in bindings.values().filter_map(Value::as_array).flatten() {
+                anyhow::ensure!(
+                    binding["HostIp"] == "127.0.0.1",
+                    "{name} publishes a port on {}",
+                    binding["HostIp"]
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn ping_all(&self) -> anyhow::Result<()> {
+        let members = client::ping(self.sh, &self.client()?, &self.cluster_dir)?;
+        anyhow::ensure!(
+            members.len() == usize::from(NODES) + 1,
+            "ping lists {} members",
+            members.len()
+        );
+        let silent: Vec<&str> = members
+            .iter()
+            .filter(|m| !m.reachable)
+            .map(|m| m.name.as_str())
+            .collect();
+        anyhow::ensure!(silent.is_empty(), "not reachable: {}", silent.join(", "));
+        Ok(())
+    }
+
+    fn identical(&self) -> anyhow::Result<()> {
+        for id in COMPARED_IDS {
+            // Without -o the client names the file `<id>.<ext>` itself, which tells us the
+            // name of the canonical's file.
+            let dir = self.work.join(format!("fetch-{id}"));
+            std::fs::create_dir_all(&dir)?;
+            self.client_ok(&["get-image", &id.to_string()], &dir)?;
+            let fetched = single_file(&dir)?;
+            let file_name = fetched
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let original = self.work.join(format!("canonical-{file_name}"));
+            docker::run(
+                self.sh,
+                &[
+                    "cp".into(),
+                    format!("{PREFIX}_canonical:/data/{file_name}"),
+                    original.display().to_string(),
+                ],
+            )?;
+            let fetched_bytes = std::fs::read(&fetched)?;
+            let original_bytes = std::fs::read(&original)?;
+            anyhow::ensure!(
+                fetched_bytes == original_bytes,
+                "image {id}: the edges returned {} bytes (sha256 {}), the canonical holds {} bytes (sha256 {})",
+                fetched_bytes.len(),
+                proto::Digest::of(&fetched_bytes),
+                original_bytes.len(),
+                proto::Digest::of(&original_bytes)
+            );
+            let size = self.client_ok(&["get-image-size", &id.to_string()], &self.work)?;
+            anyhow::ensure!(
+                size.trim() == original_bytes.len().to_string(),
+                "get-image-size {id} printed `{}`, the file has {} bytes",
+                size.trim(),
+                original_bytes.len()
+            );
+        }
+        let again = self.client_ok(
+            &[
+                "get-image",
+                "123",
+                "-o",
+                &self.work.join("again").display().to_string(),
+            ],
+            &self.work,
+        )?;
+        anyhow::ensure!(
+            again.to_lowercase().contains("hit"),
+            "a second fetch of 123 was not reported as a cache hit: {again}"
+        );
+        Ok(())
+    }
+
+    fn attach(&self) -> anyhow::Result<()> {
+        let mut command = self.command(&self.xtask_binary());
+        command.args(["attach", "2"]);
+        let output = run_with_timeout(command, Some(b"status\n".to_vec()), ATTACH_TIMEOUT)?;
+        let shown = text(&output);
+        anyhow::ensure!(output.status.success(), "attach 2 failed: {shown}");
+        let mentions = ["node_2", "node-2", "node 2", "index: 2", "index 2"];
+        anyhow::ensure!(
+            mentions.iter().any(|m| shown.to_lowercase().contains(m)),
+            "the console's `status` does not mention node 2: {shown}"
+        );
+        Ok(())
+    }
+
+    fn kill(&self) -> anyhow::Result<()> {
+        self.xtask_ok(&["kill", "3"], COMMAND_TIMEOUT)?;
+        for id in FAILOVER_IDS {
+            let out = self.work.join(format!("after-kill-{id}"));
+            self.client_ok(
+                &[
+                    "get-image",
+                    &id.to_string(),
+                    "-o",
+                    &out.display().to_string(),
+                ],
+                &self.work,
+            )
+            .with_context(|| format!("fetching image {id} with node 3 killed"))?;
+            anyhow::ensure!(
+                std::fs::metadata(&out).is_ok_and(|m| m.len() > 0),
+                "image {id} came back empty"
+            );
+        }
+        let members = client::ping(self.sh, &self.client()?, &self.cluster_dir)?;
+        let node_3 = members
+            .iter()
+            .find(|m| m.index == 3)
+            .context("ping lost node 3")?;
+        anyhow::ensure!(!node_3.reachable, "ping still reaches the killed node 3");
+        Ok(())
+    }
+
+    fn restart(&self) -> anyhow::Result<()> {
+        let output = self.xtask_ok(&["restart", "3"], COMMAND_TIMEOUT)?;
+        eprintln!("{}", output.trim());
+        self.ping_all()
+    }
+
+    fn partition(&self) -> anyhow::Result<()> {
+        self.xtask_ok(&["partition", "1,2", "3,4,5"], COMMAND_TIMEOUT)?;
+        anyhow::ensure!(
+            self.has_partition_table(1)?,
+            "node 1 has no partition rules"
+        );
+        anyhow::ensure!(
+            self.has_partition_table(5)?,
+            "node 5 has no partition rules"
+        );
+        self.xtask_ok(&["heal"], COMMAND_TIMEOUT)?;
+        for index in 1..=NODES {
+            anyhow::ensure!(
+                !self.has_partition_table(index)?,
+                "node {index} keeps partition rules after heal"
+            );
+        }
+        self.ping_all()
+    }
+
+    fn down(&self) -> anyhow::Result<()> {
+        self.xtask_ok(&["down", "--volumes"], COMMAND_TIMEOUT)?;
+        anyhow::ensure!(self.containers()?.is_empty(), "containers are left");
+        let filter = format!("--filter=label={CLUSTER_LABEL}={PREFIX}");
+        for kind in ["network", "volume"] {
+            let left = docker::run(
+                self.sh,
+                &[kind.into(), "ls".into(), "--quiet".into(), filter.clone()],
+            )?;
+            anyhow::ensure!(left.is_empty(), "a {kind} is left: {left}");
+        }
+        anyhow::ensure!(
+            !self.cluster_dir.join(proto::cluster::CLUSTER_FILE).exists(),
+            "cluster.toml is left"
+        );
+        Ok(())
+    }
+
+    fn has_partition_table(&self, index: u16) -> anyhow::Result<bool> {
+        let container = self
+            .containers()?
+            .into_iter()
+            .find(|c| c.index == index)
+            .with_context(|| format!("node {index} is gone"))?;
+        let pid = container.pid.to_string();
+        let tables = cmd!(self.sh, "nsenter --target {pid} --net nft list tables")
+            .quiet()
+            .read()?;
+        Ok(tables.contains("flotilla_partition"))
+    }
+
+    fn containers(&self) -> anyhow::Result<Vec<docker::Container>> {
+        docker::containers(self.sh, Some(PREFIX))
+    }
+
+    fn client(&self) -> anyhow::Result<PathBuf> {
+        client::binary(self.project)
+    }
+
+    fn xtask_binary(&self) -> PathBuf {
+        std::env::current_exe().unwrap_or_else(|_| self.project.target_dir.join("debug/xtask"))
+    }
+
+    /// A command run against the suite's cluster folder.
+    fn command(&self, program: &Path) -> Command {
+        let mut command = Command::new(program);
+        command
+            .current_dir(&self.project.root)
+            .env(proto::cluster::CLUSTER_ENV, &self.cluster_dir);
+        command
+    }
+
+    fn xtask(&self, args: &[&str], timeout: Duration) -> anyhow::Result<Output> {
+        let mut command = self.command(&self.xtask_binary());
+        command.args(args);
+        eprintln!("$ cargo xtask {}", args.join(" "));
+        run_with_timeout(command, None, timeout)
+    }
+
+    /// Runs xtask, echoes its output, and fails unless it succeeded; returns its stdout.
+    fn xtask_ok(&self, args: &[&str], timeout: Duration) -> anyhow::Result<String> {
+        let output = self.xtask(args, timeout)?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        eprint!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
+        anyhow::ensure!(
+            output.status.success(),
+            "`cargo xtask {}` failed ({}): {}",
+            args.join(" "),
+            output.status,
+            last_line(&output)
+        );
+        Ok(stdout)
+    }
+
+    /// Runs the client in `dir`; fails unless it succeeded; returns stdout and stderr.
+    fn client_ok(&self, args: &[&str], dir: &Path) -> anyhow::Result<String> {
+        let mut command = self.command(&self.client()?);
+        command.args(args).current_dir(dir);
+        let output = run_with_timeout(command, None, COMMAND_TIMEOUT)?;
+        anyhow::ensure!(
+            output.status.success(),
+            "`client {}` failed ({}): {}",
+            args.join(" "),
+            output.status,
+            last_line(&output)
+        );
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+            .map(|stdout| stdout + &String::from_utf8_lossy(&output.stderr))
+    }
+}
+
+/// The one file in `dir`.
+fn single_file(dir: &Path) -> anyhow::Result<PathBuf> {
+    let files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .collect();
+    match files.as_slice() {
+        [file] => Ok(file.clone()),
+        _ => anyhow::bail!(
+            "expected one file in {}, found {}",
+            dir.display(),
+            files.len()
+        ),
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn last_line(output: &Output) -> String {
+    text(output)
+        .lines()
+        .rev()
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or("no output")
+        .trim()
+        .to_string()
+}
+
+/// Runs `command` with `stdin` (or none), collecting its output; kills it after `timeout`.
+fn run_with_timeout(
+    mut command: Command,
+    stdin: Option<Vec<u8>>,
+    timeout: Duration,
+) -> anyhow::Result<Output> {
+    let mut child = command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {:?}", command.get_program()))?;
+    if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        // Dropping the pipe afterwards closes it: the child sees end of input.
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&bytes);
+        });
+    }
+    let drain = |stream: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut stream) = stream {
+                let _ = stream.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!(
+                "{:?} did not finish within {} s",
+                command.get_program(),
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Ok(Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
+}

@@ -1,0 +1,307 @@
+//! What xtask remembers about the cluster it started: `.cluster/state.json` (runtime, options,
+//! ports, process ids, an active partition) and the public `.cluster/cluster.toml` derived
+//! from it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::Context;
+use proto::cluster::{ClusterFile, Member, CLUSTER_FILE};
+use proto::{NodeIndex, Role};
+use serde::{Deserialize, Serialize};
+
+use crate::UsageError;
+
+/// Name of xtask's own record inside the cluster folder.
+const STATE_FILE: &str = "state.json";
+
+/// Where the cluster's processes run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// Scratch containers on a Docker engine.
+    Docker,
+    /// Local processes on 127.0.0.1.
+    Process,
+}
+
+impl fmt::Display for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Runtime::Docker => "docker",
+            Runtime::Process => "process",
+        })
+    }
+}
+
+/// The `up` options that shape every member.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Options {
+    /// Folder of canonical images (`--images`); sample images when absent.
+    pub images: Option<PathBuf>,
+    /// Cache size per edge in MiB (`--cache-mb`); the node's default when absent.
+    pub cache_mb: Option<u32>,
+    /// Replication factor (`--replicas`); the node's default when absent.
+    pub replicas: Option<u16>,
+}
+
+/// One member: the canonical (index 0) or an edge (index 1..=N).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberState {
+    pub index: u16,
+    pub name: String,
+    /// Host UDP port of the member's QUIC endpoint.
+    pub quic_port: u16,
+    /// Host TCP port of the member's metrics endpoint.
+    pub metrics_port: u16,
+    /// Process id on the process runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+}
+
+impl MemberState {
+    /// The role named by this member's certificate.
+    pub fn role(&self) -> Role {
+        role_of_index(self.index)
+    }
+
+    /// `node 3` or `the canonical`, for messages.
+    pub fn label(&self) -> String {
+        match self.index {
+            0 => format!("the canonical ({})", self.name),
+            index => format!("node {index} ({})", self.name),
+        }
+    }
+
+    pub fn is_canonical(&self) -> bool {
+        self.index == 0
+    }
+}
+
+/// xtask's record of the running cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub prefix: String,
+    pub runtime: Runtime,
+    pub options: Options,
+    /// The canonical first, then nodes 1..=N in order.
+    pub members: Vec<MemberState>,
+    /// Groups of node indices cut off from each other by `partition`, until `heal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<Vec<Vec<u16>>>,
+}
+
+impl State {
+    /// Reads the state in `dir`; `None` when no cluster was started from here.
+    pub fn load(dir: &Path) -> anyhow::Result<Option<State>> {
+        let path = dir.join(STATE_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let state = serde_json::from_str(&text)
+            .with_context(|| format!("{} is damaged; remove it", path.display()))?;
+        Ok(Some(state))
+    }
+
+    /// Reads the state or fails with the usual hint.
+    pub fn require(dir: &Path) -> anyhow::Result<State> {
+        State::load(dir)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "no cluster started from here (no {}); start one with `cargo xtask up 3`",
+                dir.join(STATE_FILE).display()
+            )
+        })
+    }
+
+    /// Writes `state.json` and the public `cluster.toml`.
+    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(STATE_FILE);
+        let text = serde_json::to_string_pretty(self).context("encoding the cluster state")?;
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        self.cluster_file()
+            .save(dir)
+            .with_context(|| format!("writing {}", dir.join(CLUSTER_FILE).display()))
+    }
+
+    /// Removes `state.json` and `cluster.toml`.
+    pub fn remove(dir: &Path) -> anyhow::Result<()> {
+        for name in [STATE_FILE, CLUSTER_FILE] {
+            let path = dir.join(name);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("removing {}", path.display()))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of edge nodes.
+    pub fn node_count(&self) -> u16 {
+        self.members.iter().filter(|m| !m.is_canonical()).count() as u16
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = &MemberState> {
+        self.members.iter().filter(|m| !m.is_canonical())
+    }
+
+    pub fn canonical(&self) -> &MemberState {
+        // `up` always records the canonical first.
+        &self.members[0]
+    }
+
+    /// The member `target` names, or a usage error naming the valid choices.
+    pub fn member(&self, target: Target) -> anyhow::Result<&MemberState> {
+        let index = target.index();
+        self.members
+            .iter()
+            .find(|m| m.index == index)
+            .ok_or_else(|| {
+                UsageError(format!(
+                    "there is no node {index}: cluster `{}` has nodes 1 to {}",
+                    self.prefix,
+                    self.node_count()
+                ))
+                .into()
+            })
+    }
+
+    pub fn member_mut(&mut self, index: u16) -> Option<&mut MemberState> {
+        self.members.iter_mut().find(|m| m.index == index)
+    }
+
+    /// The public description the client reads.
+    pub fn cluster_file(&self) -> ClusterFile {
+        let member = |m: &MemberState| Member {
+            name: m.name.clone(),
+            index: m.index,
+            quic: format!("127.0.0.1:{}", m.quic_port),
+            metrics: metrics_url(m.metrics_port),
+        };
+        ClusterFile {
+            prefix: self.prefix.clone(),
+            runtime: self.runtime.to_string(),
+            canonical: member(self.canonical()),
+            nodes: self.nodes().map(member).collect(),
+        }
+    }
+}
+
+/// The metrics URL of a member on the host.
+pub fn metrics_url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}/metrics")
+}
+
+/// `{prefix}_canonical` for index 0, else `{prefix}_node_{index}`.
+pub fn member_name(prefix: &str, index: u16) -> String {
+    match index {
+        0 => format!("{prefix}_canonical"),
+        index => format!("{prefix}_node_{index}"),
+    }
+}
+
+/// The certificate role of member `index`.
+pub fn role_of_index(index: u16) -> Role {
+    match index {
+        0 => Role::Canonical,
+        index => Role::Node(NodeIndex(index)),
+    }
+}
+
+/// A member named on the command line: a node index or `canonical`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Canonical,
+    Node(NodeIndex),
+}
+
+impl Target {
+    pub fn index(self) -> u16 {
+        match self {
+            Target::Canonical => 0,
+            Target::Node(NodeIndex(index)) => index,
+        }
+    }
+}
+
+impl FromStr for Target {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "canonical" {
+            return Ok(Target::Canonical);
+        }
+        text.parse::<NodeIndex>()
+            .map(Target::Node)
+            .map_err(|_| format!("`{text}` is neither a node index (1, 2, ...) nor `canonical`"))
+    }
+}
+
+/// What `logs` reads: one member or all of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogTarget {
+    All,
+    One(Target),
+}
+
+impl FromStr for LogTarget {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "all" => Ok(LogTarget::All),
+            _ => text.parse().map(LogTarget::One).map_err(|_| {
+                format!("`{text}` is not a node index (1, 2, ...), `canonical` or `all`")
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!("canonical".parse(), Ok(Target::Canonical));
+        assert_eq!("3".parse(), Ok(Target::Node(NodeIndex(3))));
+        assert!("0".parse::<Target>().is_err());
+        assert!("x".parse::<Target>().is_err());
+        assert_eq!("all".parse(), Ok(LogTarget::All));
+        assert_eq!("2".parse(), Ok(LogTarget::One(Target::Node(NodeIndex(2)))));
+    }
+
+    #[test]
+    fn state_round_trips_and_describes_the_cluster() {
+        let dir = std::env::temp_dir().join(format!("xtask-state-{}", std::process::id()));
+        let state = State {
+            prefix: "demo".to_string(),
+            runtime: Runtime::Docker,
+            options: Options::default(),
+            members: (0..=2)
+                .map(|index| MemberState {
+                    index,
+                    name: member_name("demo", index),
+                    quic_port: 17000 + index,
+                    metrics_port: 19100 + index,
+                    pid: None,
+                })
+                .collect(),
+            partition: Some(vec![vec![1], vec![2]]),
+        };
+        state.save(&dir).unwrap();
+        assert_eq!(State::load(&dir).unwrap(), Some(state.clone()));
+        let file = ClusterFile::load(&dir).unwrap();
+        assert_eq!(file.canonical.name, "demo_canonical");
+        assert_eq!(file.nodes[1].quic, "127.0.0.1:17002");
+        assert_eq!(file.nodes[1].metrics, "http://127.0.0.1:19102/metrics");
+        State::remove(&dir).unwrap();
+        assert_eq!(State::load(&dir).unwrap(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
