@@ -81,7 +81,7 @@ impl Restart {
             },
         )?;
         println!(
-            "restarted {} (stopped and started in {:.1} s, answering {:.1} s later)",
+            "restarted {} (stopped and started in {:.2} s, answering {:.2} s later)",
             member.label(),
             restarted.as_secs_f64(),
             answering.as_secs_f64(),

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use xshell::Shell;
 
+use super::partition;
 use crate::certs;
 use crate::client;
 use crate::containers;
@@ -46,6 +47,8 @@ pub struct Up {
 /// What `up` did, for its closing message.
 struct Outcome {
     state: State,
+    /// When the first member was started (after building).
+    launched: Instant,
     /// One phrase per member started, e.g. "created main_node_3".
     actions: Vec<String>,
 }
@@ -81,6 +84,10 @@ impl Up {
             .filter(|state| is_alive(sh, &project, state))
             .cloned();
         let runtime = self.choose_runtime(sh, live.as_ref())?;
+        // Before any build: a wrong size or option is known at once.
+        if let Some(live) = &live {
+            self.check_shape(live, &options)?;
+        }
         let outcome = match runtime {
             Runtime::Docker => self.docker(sh, &project, prefix, options, live)?,
             Runtime::Process => self.process(sh, &project, prefix, options, live)?,
@@ -91,10 +98,10 @@ impl Up {
             Runtime::Docker => client::binary(&project)?,
         };
         let all: Vec<u16> = state.members.iter().map(|m| m.index).collect();
-        let ready_in =
-            client::wait_until_answering(sh, &client, &project.cluster_dir, &all, || {
-                first_stopped(sh, &project, &state, &all)
-            })?;
+        client::wait_until_answering(sh, &client, &project.cluster_dir, &all, || {
+            first_stopped(sh, &project, &state, &all)
+        })?;
+        let ready_in = outcome.launched.elapsed();
         if outcome.actions.is_empty() {
             println!(
                 "cluster `{}` already running with {} nodes ({}); nothing to do",
@@ -106,7 +113,7 @@ impl Up {
             return Ok(());
         }
         println!(
-            "cluster `{}` is up: the canonical and {} nodes on {} ({}; answering {:.1} s after start, {:.1} s in all)",
+            "cluster `{}` is up: the canonical and {} nodes on {} ({}; all answering {:.2} s after the first start, {:.1} s in all)",
             state.prefix,
             state.node_count(),
             state.runtime,
@@ -145,6 +152,36 @@ impl Up {
         }
     }
 
+    /// Fails unless a running cluster has the size and options asked for.
+    fn check_shape(&self, live: &State, options: &Options) -> anyhow::Result<()> {
+        if live.node_count() != self.nodes {
+            anyhow::bail!(
+                "cluster `{}` already runs {} nodes; run `cargo xtask down` before `up {}`",
+                live.prefix,
+                live.node_count(),
+                self.nodes
+            );
+        }
+        let changed = |given: bool, same: bool| given && !same;
+        if changed(
+            options.images.is_some(),
+            options.images == live.options.images,
+        ) || changed(
+            options.cache_mb.is_some(),
+            options.cache_mb == live.options.cache_mb,
+        ) || changed(
+            options.replicas.is_some(),
+            options.replicas == live.options.replicas,
+        ) {
+            anyhow::bail!(
+                "cluster `{}` is running with other options ({:?}); run `cargo xtask down` first to change them",
+                live.prefix,
+                live.options
+            );
+        }
+        Ok(())
+    }
+
     /// The state to complete: the live one when its shape matches what was asked, else a
     /// fresh one on free ports.
     fn plan(
@@ -156,31 +193,7 @@ impl Up {
         reserved: &std::collections::HashSet<u16>,
     ) -> anyhow::Result<State> {
         if let Some(live) = live {
-            if live.node_count() != self.nodes {
-                anyhow::bail!(
-                    "cluster `{}` already runs {} nodes; run `cargo xtask down` before `up {}`",
-                    live.prefix,
-                    live.node_count(),
-                    self.nodes
-                );
-            }
-            let changed = |given: bool, same: bool| given && !same;
-            if changed(
-                options.images.is_some(),
-                options.images == live.options.images,
-            ) || changed(
-                options.cache_mb.is_some(),
-                options.cache_mb == live.options.cache_mb,
-            ) || changed(
-                options.replicas.is_some(),
-                options.replicas == live.options.replicas,
-            ) {
-                anyhow::bail!(
-                    "cluster `{}` is running with other options ({:?}); run `cargo xtask down` first to change them",
-                    live.prefix,
-                    live.options
-                );
-            }
+            self.check_shape(&live, &options)?;
             return Ok(live);
         }
         let count = usize::from(self.nodes) + 1;
@@ -239,6 +252,7 @@ impl Up {
         certs::ensure_credentials(project, &ca, &roles)?;
         // Saved before anything starts, so that `down` finds whatever a failure leaves.
         state.save(&project.cluster_dir)?;
+        let launched = Instant::now();
         let mut actions = Vec::new();
         if containers::ensure_network(sh, &state.prefix)? {
             actions.push(format!("network {}", docker::network_name(&state.prefix)));
@@ -282,7 +296,15 @@ impl Up {
                 outdated.join(", ")
             );
         }
-        Ok(Outcome { state, actions })
+        if state.partition.is_some() && !actions.is_empty() {
+            // Started containers come up in fresh network namespaces.
+            partition::apply(sh, &state)?;
+        }
+        Ok(Outcome {
+            state,
+            launched,
+            actions,
+        })
     }
 
     fn process(
@@ -299,6 +321,7 @@ impl Up {
         let ca = certs::ensure_ca(project)?;
         let roles: Vec<_> = state.members.iter().map(MemberState::role).collect();
         certs::ensure_credentials(project, &ca, &roles)?;
+        let launched = Instant::now();
         let mut actions = Vec::new();
         for position in 0..state.members.len() {
             let member = &state.members[position];
@@ -318,7 +341,11 @@ impl Up {
             }
         }
         state.save(&project.cluster_dir)?;
-        Ok(Outcome { state, actions })
+        Ok(Outcome {
+            state,
+            launched,
+            actions,
+        })
     }
 }
 
