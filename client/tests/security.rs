@@ -240,6 +240,7 @@ async fn a_corrupted_body_is_neither_cached_nor_returned() {
             cache_bytes: 1 << 20,
             replicas: 1,
             credentials: credentials(Role::Node(NodeIndex(1))),
+            election: node::election::Config::default(),
         },
         node_shutdown.clone(),
     )

@@ -6,6 +6,8 @@
 
 pub mod cache;
 pub mod console;
+pub mod election;
+pub mod elector;
 pub mod fetch;
 pub mod metrics;
 pub mod peers;
@@ -56,6 +58,8 @@ pub struct Config {
     /// How many edges should hold each image the leader fetches.
     pub replicas: usize,
     pub credentials: Credentials,
+    /// Election timing; [`election::Config::default`] replaces a dead leader in about a second.
+    pub election: election::Config,
 }
 
 /// The node's current view of the election.
@@ -91,6 +95,7 @@ pub struct Node {
     counters: Counters,
     in_flight: InFlight,
     leadership: watch::Sender<Leadership>,
+    elector: std::sync::OnceLock<Arc<elector::Elector>>,
 }
 
 impl Node {
@@ -104,6 +109,13 @@ impl Node {
         self.metrics
             .set_election(view.term.0, view.leader, view.role == ElectionRole::Leader);
         self.leadership.send_replace(view);
+    }
+
+    /// Hands an election message from edge `from` to the election driver.
+    pub fn on_election_message(&self, from: NodeIndex, message: proto::election::ElectionMessage) {
+        if let Some(elector) = self.elector.get() {
+            elector.receive(from, message);
+        }
     }
 
     /// Subscribes to election view changes.
@@ -194,8 +206,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         counters: Counters::default(),
         in_flight: InFlight::default(),
         leadership,
+        elector: std::sync::OnceLock::new(),
     });
     node.set_leadership(node.leadership());
+    let elector = elector::Elector::start(&node, node.config.election.clone(), shutdown.clone());
+    // Set exactly once, right here, before the server accepts any election message.
+    let _ = node.elector.set(elector);
     node.publish_cache_stats();
     tokio::spawn(peers.monitor(metrics, shutdown.clone()));
     tracing::info!(index = %node.config.index, %quic, metrics = ?metrics_address, "edge serving");

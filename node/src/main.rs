@@ -127,6 +127,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     cache_bytes: serve.cache_mb * 1024 * 1024,
                     replicas: serve.replicas,
                     credentials,
+                    election: node::election::Config::default(),
                 },
                 shutdown,
             )

@@ -189,13 +189,4 @@ impl Node {
             }
         }
     }
-
-    /// Hands an election message to the election driver (wired in with the election module).
-    fn on_election_message(
-        &self,
-        from: proto::NodeIndex,
-        message: proto::election::ElectionMessage,
-    ) {
-        tracing::trace!(%from, ?message, "election message");
-    }
 }

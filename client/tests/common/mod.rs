@@ -115,6 +115,7 @@ impl TestCluster {
                     cache_bytes: options.cache_mb * 1024 * 1024,
                     replicas: 2,
                     credentials: credentials(Role::Node(*index)),
+                    election: node::election::Config::default(),
                 },
                 shutdown.clone(),
             )

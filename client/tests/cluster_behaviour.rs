@@ -1,0 +1,200 @@
+//! Election, origin shield and replication in an in-process cluster over real QUIC.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{counter_with, wait_until, Options, TestCluster};
+use proto::routing::{rank, Routing};
+use proto::{ElectionRole, ImageId, NodeIndex};
+
+/// Generous: the election settles in about a second; CI machines can be slow.
+const SETTLE: Duration = Duration::from_secs(20);
+
+/// Whether every running node agrees that `leader` leads, in one term.
+fn agreed_on(cluster: &TestCluster, leader: u16) -> bool {
+    let statuses: Vec<_> = cluster
+        .nodes
+        .values()
+        .map(|n| n.running.node.status())
+        .collect();
+    let term = statuses[0].term;
+    statuses
+        .iter()
+        .all(|s| s.leader == Some(NodeIndex(leader)) && s.term == term)
+        && statuses
+            .iter()
+            .filter(|s| s.role == ElectionRole::Leader)
+            .count()
+            == 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_highest_node_leads_and_the_next_takes_over_in_a_higher_term() {
+    let mut cluster = TestCluster::start(Options {
+        nodes: 5,
+        ..Options::default()
+    })
+    .await;
+    assert!(
+        wait_until(SETTLE, || agreed_on(&cluster, 5)).await,
+        "node 5 never led: {:?}",
+        statuses(&cluster)
+    );
+    let first_term = cluster.node(5).status().term;
+
+    cluster.stop_node(5).await;
+    assert!(
+        wait_until(SETTLE, || agreed_on(&cluster, 4)).await,
+        "node 4 never took over: {:?}",
+        statuses(&cluster)
+    );
+    let second_term = cluster.node(4).status().term;
+    assert!(
+        second_term > first_term,
+        "term {second_term} is not above {first_term}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_fetch_lands_in_the_caches_its_routing_names() {
+    let cluster = TestCluster::start(Options {
+        nodes: 5,
+        ..Options::default()
+    })
+    .await;
+    assert!(
+        wait_until(SETTLE, || agreed_on(&cluster, 5)).await,
+        "no leader: {:?}",
+        statuses(&cluster)
+    );
+    let client = cluster.client();
+    client.connect_all().await.unwrap();
+    let id = ImageId(321);
+    let fetched = client.get_image(id).await.unwrap();
+    assert_eq!(&fetched.body[..], &cluster.canonical_file(321)[..]);
+
+    let members: Vec<NodeIndex> = (1..=5).map(NodeIndex).collect();
+    let replicas = &rank(id, &members, Routing::Rendezvous)[..2];
+    assert!(
+        wait_until(SETTLE, || replicas.iter().all(|r| cluster
+            .node(r.0)
+            .cache
+            .meta(id)
+            .is_some()))
+        .await,
+        "image {id} not on its routing targets {replicas:?}"
+    );
+    let canonical_fetches = counter_with(
+        &cluster.canonical.registry.render(),
+        "flotilla_requests_total",
+        "kind=\"get_image\"",
+    );
+    assert_eq!(
+        canonical_fetches, 1.0,
+        "the leader fetched from the canonical once"
+    );
+    let origin_fetches_by_leader = cluster.node_counter(5, "flotilla_origin_fetches_total");
+    assert_eq!(
+        origin_fetches_by_leader, 1.0,
+        "the leader shields the canonical"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_primary_lands_on_a_warm_replica() {
+    let mut cluster = TestCluster::start(Options {
+        nodes: 5,
+        ..Options::default()
+    })
+    .await;
+    assert!(
+        wait_until(SETTLE, || agreed_on(&cluster, 5)).await,
+        "no leader: {:?}",
+        statuses(&cluster)
+    );
+    let client = cluster.client();
+    client.connect_all().await.unwrap();
+    // An id whose primary edge is not the leader, so stopping it keeps the election quiet.
+    let members: Vec<NodeIndex> = (1..=5).map(NodeIndex).collect();
+    let id = (1..1000)
+        .map(ImageId)
+        .find(|id| rank(*id, &members, Routing::Rendezvous)[0] != NodeIndex(5))
+        .unwrap();
+    let ranked = rank(id, &members, Routing::Rendezvous);
+    client.get_image(id).await.unwrap();
+    assert!(
+        wait_until(SETTLE, || cluster
+            .node(ranked[1].0)
+            .cache
+            .meta(id)
+            .is_some())
+        .await
+    );
+
+    cluster.stop_node(ranked[0].0).await;
+    let fetched = client.get_image(id).await.unwrap();
+    assert_eq!(fetched.edge, ranked[1]);
+    assert_eq!(
+        fetched.outcome,
+        proto::CacheOutcome::Hit,
+        "failover landed on a cold cache"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_images_stay_servable_while_the_leader_is_replaced() {
+    let mut cluster = TestCluster::start(Options {
+        nodes: 5,
+        ..Options::default()
+    })
+    .await;
+    assert!(
+        wait_until(SETTLE, || agreed_on(&cluster, 5)).await,
+        "no leader: {:?}",
+        statuses(&cluster)
+    );
+    let client = std::sync::Arc::new(cluster.client());
+    client.connect_all().await.unwrap();
+    let ids: Vec<ImageId> = (1..=40).map(ImageId).collect();
+    for id in &ids {
+        client.get_image(*id).await.unwrap();
+    }
+    let fetcher = {
+        let client = client.clone();
+        let ids = ids.clone();
+        tokio::spawn(async move {
+            let mut failures = Vec::new();
+            for round in 0..5 {
+                for id in &ids {
+                    if let Err(error) = client.get_image(*id).await {
+                        failures.push(format!("round {round} id {id}: {error}"));
+                    }
+                }
+            }
+            failures
+        })
+    };
+    cluster.stop_node(5).await;
+    let failures = fetcher.await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "requests failed during failover: {failures:?}"
+    );
+    assert!(
+        wait_until(SETTLE, || agreed_on(&cluster, 4)).await,
+        "no new leader: {:?}",
+        statuses(&cluster)
+    );
+}
+
+fn statuses(cluster: &TestCluster) -> Vec<(u16, ElectionRole, u64, Option<u16>)> {
+    cluster
+        .nodes
+        .values()
+        .map(|n| {
+            let s = n.running.node.status();
+            (s.index.0, s.role, s.term.0, s.leader.map(|l| l.0))
+        })
+        .collect()
+}

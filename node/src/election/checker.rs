@@ -1,0 +1,108 @@
+//! The properties every simulated history must have: never two leaders in one term, terms that
+//! never go down while a node stays up, and once faults stop, exactly the Bully leader in every
+//! majority component and none in a minority.
+
+use std::collections::BTreeMap;
+
+use proto::{ElectionRole, NodeIndex, Term};
+
+use super::sim::Sim;
+
+/// Most violations kept: the first one explains a failure, the rest only repeat it.
+const MAX_VIOLATIONS: usize = 8;
+
+/// Watches every state a simulated node passes through.
+#[derive(Debug, Default)]
+pub(super) struct Checker {
+    /// The node seen leading each term, over the whole history.
+    leader_of_term: BTreeMap<Term, NodeIndex>,
+    /// Each running node's last observed term; cleared when it crashes or restarts.
+    last_term: BTreeMap<NodeIndex, Term>,
+    violations: Vec<String>,
+}
+
+impl Checker {
+    /// Node `index` is in `role` and `term` at `at_ms` of virtual time.
+    pub fn observe(&mut self, at_ms: u128, index: NodeIndex, role: ElectionRole, term: Term) {
+        if let Some(&previous) = self.last_term.get(&index) {
+            if term < previous {
+                let message =
+                    format!("at {at_ms} ms node {index} went back from term {previous} to {term}");
+                self.record(message);
+            }
+        }
+        self.last_term.insert(index, term);
+        if role == ElectionRole::Leader {
+            let first = *self.leader_of_term.entry(term).or_insert(index);
+            if first != index {
+                let message =
+                    format!("at {at_ms} ms node {index} leads term {term}, which node {first} led");
+                self.record(message);
+            }
+        }
+    }
+
+    /// Node `index` crashed or restarted: its term starts over.
+    pub fn forget(&mut self, index: NodeIndex) {
+        self.last_term.remove(&index);
+    }
+
+    pub fn record(&mut self, violation: String) {
+        if self.violations.len() < MAX_VIOLATIONS {
+            self.violations.push(violation);
+        }
+    }
+
+    /// The first violation seen, if any.
+    pub fn verdict(&self) -> Result<(), String> {
+        match self.violations.first() {
+            None => Ok(()),
+            Some(first) => Err(first.clone()),
+        }
+    }
+}
+
+/// Whether the cluster is settled: in every component holding a majority of the configured
+/// nodes the highest live node leads and every member follows it in its term; no node of a
+/// minority component leads.
+pub(super) fn settled_violation(sim: &Sim) -> Option<String> {
+    let majority = sim.members().len() / 2 + 1;
+    let at = sim.elapsed_ms();
+    for component in sim.components() {
+        let leaders: Vec<NodeIndex> = component
+            .iter()
+            .copied()
+            .filter(|index| {
+                sim.node(index.0)
+                    .is_some_and(|node| node.role() == ElectionRole::Leader)
+            })
+            .collect();
+        let Some(&highest) = component.last() else {
+            continue;
+        };
+        if component.len() < majority {
+            if !leaders.is_empty() {
+                return Some(format!(
+                    "at {at} ms minority {component:?} has leader(s) {leaders:?}"
+                ));
+            }
+            continue;
+        }
+        if leaders != [highest] {
+            return Some(format!(
+                "at {at} ms majority {component:?} has leader(s) {leaders:?}, expected {highest}"
+            ));
+        }
+        let term = sim.node(highest.0).map(|node| node.term());
+        for &index in &component {
+            let view = sim.node(index.0).map(|node| (node.term(), node.leader()));
+            if view != term.map(|term| (term, Some(highest))) {
+                return Some(format!(
+                    "at {at} ms node {index} sees (term, leader) {view:?}, \
+                     expected ({term:?}, {highest})"
+                ));
+            }
+        }
+    }
+    None
+}
