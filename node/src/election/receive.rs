@@ -89,7 +89,7 @@ impl Election {
     /// Nothing to do if this node leads, follows a higher leader, or is electing already.
     fn answer_lower_node(&mut self, now: Instant, outputs: &mut Vec<Output>) {
         if let Phase::Follower { leader } = self.phase {
-            if leader.map_or(true, |leader| leader < self.me) {
+            if leader.is_none_or(|leader| leader < self.me) {
                 self.start_probe(now, outputs);
             }
         }
@@ -107,7 +107,7 @@ impl Election {
     /// current term: grant it if the term is the candidate's own and our vote is free.
     fn on_vote_request(&mut self, now: Instant, from: NodeIndex, outputs: &mut Vec<Output>) {
         let owns_term = self.members.owner_of(self.term) == Some(from);
-        let vote_free = self.vote.map_or(true, |voted_for| voted_for == from);
+        let vote_free = self.vote.is_none_or(|voted_for| voted_for == from);
         let granted = owns_term && vote_free && !matches!(self.phase, Phase::Leader { .. });
         if granted {
             self.vote = Some(from);
