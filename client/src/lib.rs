@@ -30,14 +30,11 @@ pub const CLIENT_CERTS_DIR: &str = "client";
 pub enum ClientError {
     #[error("image {0} not found on the canonical")]
     NotFound(ImageId),
-    #[error("{0}")]
+    #[error(transparent)]
     Cluster(#[from] proto::cluster::ClusterError),
-    #[error("loading the client certificate from {path}: {source}; re-run `cargo xtask up`")]
-    Credentials {
-        path: String,
-        source: proto::tls::TlsError,
-    },
-    #[error("{0}")]
+    #[error("loading the client certificate from {path}: {detail}; re-run `cargo xtask up`")]
+    Credentials { path: String, detail: String },
+    #[error(transparent)]
     Net(#[from] NetError),
     #[error("no edge answered within {seconds} s: is the cluster running? (`cargo xtask status`, or start one with `cargo xtask up 3`)")]
     NoEdges { seconds: u64 },
@@ -88,7 +85,7 @@ impl Client {
         let certs = cluster_dir.join(CLIENT_CERTS_DIR);
         let credentials = Credentials::load(&certs).map_err(|source| ClientError::Credentials {
             path: certs.display().to_string(),
-            source,
+            detail: source.to_string(),
         })?;
         Client::with_credentials(cluster, &credentials, routing)
     }

@@ -115,7 +115,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(args)) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", proto::one_line(error.as_ref()));
             let bad_input = error
                 .downcast_ref::<ClientError>()
                 .is_some_and(ClientError::is_bad_input);

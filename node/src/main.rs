@@ -88,7 +88,7 @@ fn main() -> std::process::ExitCode {
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", proto::one_line(error.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }

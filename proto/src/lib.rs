@@ -33,3 +33,21 @@ pub use tls::Role;
 
 /// The ALPN protocol id every Flotilla QUIC connection negotiates.
 pub const ALPN: &[u8] = b"flotilla/1";
+
+/// An error and its causes as one line, skipping causes whose text the line already holds
+/// (many errors here quote their source). Every binary prints failures through this.
+pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = String::new();
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        let text = current.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+        cause = current.source();
+    }
+    line
+}
