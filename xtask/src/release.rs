@@ -6,6 +6,7 @@
 //! glibc 2.34 and later carry the DNS and files name services inside libc, so a static
 //! glibc binary resolves other containers' names in a scratch image (checked on Docker 20.10).
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -14,6 +15,10 @@ use xshell::{cmd, Shell};
 use crate::docker::{self, BUILD_LABEL, CANONICAL_IMAGE, NODE_IMAGE};
 use crate::elf::{self, Linkage};
 use crate::project::Project;
+
+/// Mixed into each image's build digest: bump it when the way a build context is made
+/// changes, so that images made the old way are rebuilt.
+const CONTEXT_VERSION: &str = "flotilla-context-2";
 
 /// The static binaries of one build.
 pub struct StaticBinaries {
@@ -131,14 +136,24 @@ pub fn build_images(
             .with_context(|| format!("reading {}", dockerfile.display()))?;
         let body =
             std::fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
-        let digest = proto::Digest::of(&[recipe.as_slice(), body.as_slice()].concat()).to_hex();
+        let digest = proto::Digest::of(
+            &[
+                CONTEXT_VERSION.as_bytes(),
+                recipe.as_slice(),
+                body.as_slice(),
+            ]
+            .concat(),
+        )
+        .to_hex();
         let rebuilt = docker::image_label(sh, image, BUILD_LABEL).as_deref() != Some(&digest);
         if rebuilt {
-            let previous = docker::image_id(sh, image);
             // A context of just the binary and the Dockerfile: nothing else is sent.
             let context = sh.create_temp_dir().context("making a build context")?;
-            std::fs::write(context.path().join(binary_name), &body)
-                .context("copying the binary into the build context")?;
+            let copy = context.path().join(binary_name);
+            std::fs::write(&copy, &body).context("copying the binary into the build context")?;
+            // COPY keeps the mode from the context: the binary must be executable there.
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))
+                .context("making the binary executable in the build context")?;
             std::fs::write(context.path().join("Dockerfile"), &recipe)
                 .context("copying the Dockerfile into the build context")?;
             // The canonical image carries an empty /data owned by its user, so that a fresh
@@ -155,12 +170,6 @@ pub fn build_images(
                 ],
             )
             .with_context(|| format!("building image {image}"))?;
-            // Drop the image this one replaces; containers still using it keep it alive.
-            if let Some(previous) =
-                previous.filter(|id| Some(id) != docker::image_id(sh, image).as_ref())
-            {
-                let _ = docker::run(sh, &["image".into(), "rm".into(), previous]);
-            }
         }
         let size = docker::run(
             sh,
@@ -177,7 +186,21 @@ pub fn build_images(
             size_bytes: size.parse().unwrap_or(0),
         });
     }
+    prune_images(sh);
     Ok(reports)
+}
+
+/// Removes Flotilla images that a rebuild left untagged and no container uses any more.
+pub fn prune_images(sh: &Shell) {
+    let _ = docker::run(
+        sh,
+        &[
+            "image".into(),
+            "prune".into(),
+            "--force".into(),
+            format!("--filter=label={BUILD_LABEL}"),
+        ],
+    );
 }
 
 /// Sizes in MB with one decimal, as people read image sizes.

@@ -18,7 +18,7 @@ impl Build {
         println!("static binaries for {}:", binaries.triple);
         for binary in [&binaries.node, &binaries.canonical, &binaries.client] {
             let size = binary.metadata().map(|m| m.len()).unwrap_or(0);
-            println!("  {:<60}  {}", binary.display(), release::megabytes(size));
+            println!("  {}  {}", binary.display(), release::megabytes(size));
         }
         if let Err(reason) = docker::engine(sh) {
             println!("no Docker engine answered ({reason}); built the static binaries only");

@@ -11,6 +11,7 @@ use crate::certs;
 use crate::docker::{self, CLUSTER_LABEL};
 use crate::process::{self, Binaries, ProcessStatus};
 use crate::project::{parse_prefix, Project};
+use crate::release;
 use crate::state::{Runtime, State};
 
 /// Stop the cluster and remove what `up` made.
@@ -52,6 +53,8 @@ impl Down {
         // Containers are found by label whatever the state says, so nothing is left behind.
         if docker::engine(sh).is_ok() {
             removed.extend(self.remove_docker_objects(sh, &prefix)?);
+            // Images replaced while these containers ran are unused now.
+            release::prune_images(sh);
         }
         if self.volumes {
             let data = project.canonical_data_dir();

@@ -13,7 +13,6 @@ use xshell::Shell;
 use crate::process;
 use crate::project::Project;
 use crate::state::{LogTarget, MemberState, Runtime, State};
-use crate::Exit;
 
 /// Show the log of node I, of the canonical, or of all members.
 #[derive(Debug, clap::Args)]
@@ -56,12 +55,9 @@ impl Logs {
             println!("wrote {} log files to {}", members.len(), dir.display());
             return Ok(());
         }
+        // Everything goes to stdout (members log to stderr), so `logs 2 | grep x` works.
         if let [member] = members.as_slice() {
-            let status = source(member).status().context("reading the log")?;
-            return match status.code() {
-                Some(0) | None => Ok(()),
-                Some(code) => Err(Exit(code.clamp(1, 255) as u8).into()),
-            };
+            return prefixed(vec![(String::new(), source(member))]);
         }
         let width = members.iter().map(|m| m.name.len()).max().unwrap_or(0);
         let label = |member: &MemberState| format!("{:<width$} | ", member.name);

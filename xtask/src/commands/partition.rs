@@ -2,8 +2,10 @@
 //!
 //! Nodes have no NET_ADMIN, so the cut is made from the host: in each node container's network
 //! namespace (`nsenter -t <pid> -n`), an nftables table `inet flotilla_partition` drops packets
-//! to and from the addresses of nodes in other groups. Nodes in no group, the canonical and
-//! the client keep talking to everyone. `heal` deletes exactly that table; Docker's own rules
+//! arriving from the addresses of nodes in other groups. Every partitioned node gets such a
+//! table, so both directions are cut; dropping on input only means a sender sees silence (as
+//! on a real cut) rather than an error from its own kernel. Nodes in no group, the canonical
+//! and the client keep talking to everyone. `heal` deletes exactly that table; Docker's own rules
 //! (the embedded DNS in the `ip nat` table) are never touched.
 
 use std::collections::HashSet;
@@ -176,13 +178,12 @@ pub fn apply(sh: &Shell, state: &State) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The nftables script dropping traffic to and from `addresses`.
+/// The nftables script dropping traffic that arrives from `addresses`.
 fn rules(addresses: &[String]) -> String {
     let set = addresses.join(", ");
     format!(
         "table inet {TABLE} {{\n\
          \tchain input {{ type filter hook input priority 0; policy accept; ip saddr {{ {set} }} drop; }}\n\
-         \tchain output {{ type filter hook output priority 0; policy accept; ip daddr {{ {set} }} drop; }}\n\
          }}\n"
     )
 }
@@ -226,10 +227,10 @@ mod tests {
     }
 
     #[test]
-    fn rules_drop_both_directions() {
+    fn rules_drop_what_arrives_from_the_other_groups() {
         let script = rules(&["172.18.0.4".into(), "172.18.0.5".into()]);
+        assert!(script.contains("hook input"));
         assert!(script.contains("ip saddr { 172.18.0.4, 172.18.0.5 } drop"));
-        assert!(script.contains("ip daddr { 172.18.0.4, 172.18.0.5 } drop"));
         assert!(script.starts_with("table inet flotilla_partition {"));
     }
 }

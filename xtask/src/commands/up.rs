@@ -267,14 +267,15 @@ impl Up {
         let mut outdated = Vec::new();
         for member in &state.members {
             let container = existing.iter().find(|c| c.index == member.index);
+            let current = &current_images[usize::from(!member.is_canonical())];
+            let outdated_image = container.is_some_and(|c| Some(&c.image) != current.as_ref());
             let verb = match container.map(|c| c.status.as_str()) {
                 None => {
                     containers::run(sh, project, &state, member)?;
                     "created"
                 }
                 Some("running") => {
-                    let image = &current_images[usize::from(!member.is_canonical())];
-                    if container.is_some_and(|c| Some(&c.image) != image.as_ref()) {
+                    if outdated_image {
                         outdated.push(member.name.clone());
                     }
                     continue;
@@ -282,6 +283,12 @@ impl Up {
                 Some("paused") => {
                     docker::run(sh, &["unpause".into(), member.name.clone()])?;
                     "resumed"
+                }
+                // A stopped container of an older image is replaced: nothing runs in it.
+                Some(_) if outdated_image => {
+                    docker::run(sh, &["rm".into(), member.name.clone()])?;
+                    containers::run(sh, project, &state, member)?;
+                    "recreated"
                 }
                 Some(_) => {
                     docker::run(sh, &["start".into(), member.name.clone()])?;
