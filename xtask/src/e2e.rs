@@ -14,6 +14,9 @@ use anyhow::Context;
 use serde_json::Value;
 use xshell::{cmd, Shell};
 
+use proto::routing::{rank, Routing};
+use proto::{ImageId, NodeIndex};
+
 use crate::client;
 use crate::docker::{self, CLUSTER_LABEL};
 use crate::project::Project;
@@ -25,8 +28,11 @@ const PREFIX: &str = "flotilla_e2e";
 const NODES: u16 = 5;
 /// Sample ids compared byte for byte with the canonical's files (both ends of the range).
 const COMPARED_IDS: [u64; 4] = [123, 1, 500, 1000];
-/// Ids fetched after a node is killed: enough that rendezvous routing sends some to it.
-const FAILOVER_IDS: std::ops::RangeInclusive<u64> = 1..=30;
+/// The node the suite kills.
+const KILLED: u16 = 3;
+/// How many ids whose primary edge is the killed node are fetched after the kill (each must
+/// fail over), and how many others.
+const FAILOVER_IDS: usize = 4;
 /// Budget of `up`, which may compile the whole workspace in release mode on a slow machine.
 const UP_TIMEOUT: Duration = Duration::from_secs(40 * 60);
 /// Budget of every other command.
@@ -268,36 +274,53 @@ impl Suite<'_> {
     }
 
     fn kill(&self) -> anyhow::Result<()> {
-        self.xtask_ok(&["kill", "3"], COMMAND_TIMEOUT)?;
-        for id in FAILOVER_IDS {
+        self.xtask_ok(&["kill", &KILLED.to_string()], COMMAND_TIMEOUT)?;
+        let killed = format!("{PREFIX}_node_{KILLED}");
+        let edges: Vec<NodeIndex> = (1..=NODES).map(NodeIndex).collect();
+        let primary = |id: u64| rank(ImageId(id), &edges, Routing::Rendezvous)[0];
+        // Ids the client sends to the killed node first, and as many that it does not.
+        let (orphans, others): (Vec<u64>, Vec<u64>) =
+            (1..=1000).partition(|id| primary(*id) == NodeIndex(KILLED));
+        let ids = orphans
+            .iter()
+            .take(FAILOVER_IDS)
+            .chain(others.iter().take(FAILOVER_IDS));
+        for id in ids {
             let out = self.work.join(format!("after-kill-{id}"));
-            self.client_ok(
-                &[
-                    "get-image",
-                    &id.to_string(),
-                    "-o",
-                    &out.display().to_string(),
-                ],
-                &self.work,
-            )
-            .with_context(|| format!("fetching image {id} with node 3 killed"))?;
+            let said = self
+                .client_ok(
+                    &[
+                        "get-image",
+                        &id.to_string(),
+                        "-o",
+                        &out.display().to_string(),
+                    ],
+                    &self.work,
+                )
+                .with_context(|| format!("fetching image {id} with node {KILLED} killed"))?;
             anyhow::ensure!(
                 std::fs::metadata(&out).is_ok_and(|m| m.len() > 0),
                 "image {id} came back empty"
             );
+            anyhow::ensure!(
+                !said.contains(&killed),
+                "image {id} claims to come from the killed {killed}: {said}"
+            );
         }
         let members = client::ping(self.sh, &self.client()?, &self.cluster_dir)?;
-        let node_3 = members
+        let node = members
             .iter()
-            .find(|m| m.index == 3)
-            .context("ping lost node 3")?;
-        anyhow::ensure!(!node_3.reachable, "ping still reaches the killed node 3");
+            .find(|m| m.index == KILLED)
+            .context("ping lost the killed node")?;
+        anyhow::ensure!(
+            !node.reachable,
+            "ping still reaches the killed node {KILLED}"
+        );
         Ok(())
     }
 
     fn restart(&self) -> anyhow::Result<()> {
-        let output = self.xtask_ok(&["restart", "3"], COMMAND_TIMEOUT)?;
-        eprintln!("{}", output.trim());
+        self.xtask_ok(&["restart", &KILLED.to_string()], COMMAND_TIMEOUT)?;
         self.ping_all()
     }
 
@@ -344,7 +367,8 @@ impl Suite<'_> {
             .containers()?
             .into_iter()
             .find(|c| c.index == index)
-            .with_context(|| format!("node {index} is gone"))?;
+            .filter(|c| c.pid > 0)
+            .with_context(|| format!("node {index} is not running"))?;
         let pid = container.pid.to_string();
         let tables = cmd!(self.sh, "nsenter --target {pid} --net nft list tables")
             .quiet()
