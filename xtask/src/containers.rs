@@ -121,16 +121,16 @@ pub fn run(
     }
     args.push(image.into());
     args.extend(member_args(member, &placement(state), &state.options));
-    docker::run(sh, &args).map_err(|error| explain_run_failure(member, error))?;
+    docker::run(sh, &args).map_err(|error| explain_start_failure(member, error))?;
     Ok(())
 }
 
 /// Turns the engine's complaint about a taken port into the one line a user needs.
-fn explain_run_failure(member: &MemberState, error: anyhow::Error) -> anyhow::Error {
+pub fn explain_start_failure(member: &MemberState, error: anyhow::Error) -> anyhow::Error {
     let text = error.to_string();
     if text.contains("port is already allocated") || text.contains("address already in use") {
         return anyhow::anyhow!(
-            "a host port of {} (UDP {} or TCP {}) is already taken by another program; stop it, or run `cargo xtask down` and `up` again to pick free ports",
+            "a host port of {} (UDP {} or TCP {}) is taken by another program; stop that program, or run `cargo xtask down` and `up` again to pick free ports",
             member.label(),
             member.quic_port,
             member.metrics_port

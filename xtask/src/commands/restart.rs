@@ -8,6 +8,7 @@ use xshell::Shell;
 use super::partition;
 use super::up::first_stopped;
 use crate::client;
+use crate::containers;
 use crate::docker;
 use crate::process::{self, Binaries};
 use crate::project::Project;
@@ -51,7 +52,8 @@ impl Restart {
                         format!("--time={STOP_GRACE_SECONDS}"),
                         member.name.clone(),
                     ],
-                )?;
+                )
+                .map_err(|error| containers::explain_start_failure(&member, error))?;
                 // A new container network namespace starts without the partition's rules,
                 // and the address may have changed: apply the whole partition again.
                 if state.partition.is_some() {

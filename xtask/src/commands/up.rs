@@ -291,7 +291,8 @@ impl Up {
                     "recreated"
                 }
                 Some(_) => {
-                    docker::run(sh, &["start".into(), member.name.clone()])?;
+                    docker::run(sh, &["start".into(), member.name.clone()])
+                        .map_err(|error| containers::explain_start_failure(member, error))?;
                     "started"
                 }
             };
