@@ -312,6 +312,8 @@ fn probe_json(probe: &Probe) -> serde_json::Value {
         "leader": status.and_then(|s| s.leader.map(|l| l.0)),
         "cache_items": status.map(|s| s.cache_items),
         "cache_bytes": status.map(|s| s.cache_bytes),
+        "cache_hits": status.map(|s| s.cache_hits),
+        "cache_misses": status.map(|s| s.cache_misses),
         "rtt_ms": probe.rtt.map(|rtt| rtt.as_secs_f64() * 1000.0),
         "peer_rtt_ms": status.map(|s| s.peer_rtt_ms.iter().map(|(k, v)| (k.to_string(), serde_json::json!(*v))).collect::<serde_json::Map<_, _>>()),
         "error": probe.error,
