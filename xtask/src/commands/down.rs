@@ -51,7 +51,13 @@ impl Down {
             }
         }
         // Containers are found by label whatever the state says, so nothing is left behind.
-        if docker::engine(sh).is_ok() {
+        let engine = docker::engine(sh);
+        if let (Err(reason), Some(Runtime::Docker)) = (&engine, state.as_ref().map(|s| s.runtime)) {
+            anyhow::bail!(
+                "no Docker engine answered ({reason}), so cluster `{prefix}`'s containers cannot be removed; start Docker and run `cargo xtask down` again"
+            );
+        }
+        if engine.is_ok() {
             removed.extend(self.remove_docker_objects(sh, &prefix)?);
             // Images replaced while these containers ran are unused now.
             release::prune_images(sh);

@@ -325,7 +325,14 @@ impl Up {
     ) -> anyhow::Result<Outcome> {
         process::build(sh)?;
         let binaries = Binaries::locate(project);
+        let fresh = live.is_none();
         let mut state = self.plan(prefix, Runtime::Process, options, live, &Default::default())?;
+        if fresh {
+            // A new cluster starts with new logs; restarts of a running one append.
+            for member in &state.members {
+                let _ = std::fs::remove_file(process::log_path(project, member));
+            }
+        }
         let ca = certs::ensure_ca(project)?;
         let roles: Vec<_> = state.members.iter().map(MemberState::role).collect();
         certs::ensure_credentials(project, &ca, &roles)?;
