@@ -329,9 +329,7 @@ impl Up {
         let mut state = self.plan(prefix, Runtime::Process, options, live, &Default::default())?;
         if fresh {
             // A new cluster starts with new logs; restarts of a running one append.
-            for member in &state.members {
-                let _ = std::fs::remove_file(process::log_path(project, member));
-            }
+            let _ = std::fs::remove_dir_all(project.logs_dir());
         }
         let ca = certs::ensure_ca(project)?;
         let roles: Vec<_> = state.members.iter().map(MemberState::role).collect();
