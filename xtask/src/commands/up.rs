@@ -63,7 +63,10 @@ impl Up {
             .clone()
             .or_else(|| existing.as_ref().map(|state| state.prefix.clone()))
             .unwrap_or_else(|| project.default_prefix());
-        if let Some(existing) = existing.as_ref().filter(|state| state.prefix != prefix) {
+        let other_cluster = existing
+            .as_ref()
+            .filter(|state| state.prefix != prefix && is_alive(sh, &project, state));
+        if let Some(existing) = other_cluster {
             anyhow::bail!(
                 "{} already describes cluster `{}`; run `cargo xtask down` first (or set FLOTILLA_CLUSTER to another folder for a second cluster)",
                 project.cluster_dir.display(),
@@ -79,10 +82,7 @@ impl Up {
             cache_mb: self.cache_mb,
             replicas: self.replicas,
         };
-        let live = existing
-            .as_ref()
-            .filter(|state| is_alive(sh, &project, state))
-            .cloned();
+        let live = existing.filter(|state| state.prefix == prefix && is_alive(sh, &project, state));
         let runtime = self.choose_runtime(sh, live.as_ref())?;
         // Before any build: a wrong size or option is known at once.
         if let Some(live) = &live {
@@ -104,18 +104,18 @@ impl Up {
         let ready_in = outcome.launched.elapsed();
         if outcome.actions.is_empty() {
             println!(
-                "cluster `{}` already running with {} nodes ({}); nothing to do",
+                "cluster `{}` already running with {} ({}); nothing to do",
                 state.prefix,
-                state.node_count(),
+                nodes(state.node_count()),
                 state.runtime
             );
             print_table(&state);
             return Ok(());
         }
         println!(
-            "cluster `{}` is up: the canonical and {} nodes on {} ({}; all answering {:.2} s after the first start, {:.1} s in all)",
+            "cluster `{}` is up: the canonical and {} on {} ({}; all answering {:.2} s after the first start, {:.1} s in all)",
             state.prefix,
-            state.node_count(),
+            nodes(state.node_count()),
             state.runtime,
             outcome.actions.join(", "),
             ready_in.as_secs_f64(),
@@ -156,9 +156,9 @@ impl Up {
     fn check_shape(&self, live: &State, options: &Options) -> anyhow::Result<()> {
         if live.node_count() != self.nodes {
             anyhow::bail!(
-                "cluster `{}` already runs {} nodes; run `cargo xtask down` before `up {}`",
+                "cluster `{}` already runs {}; run `cargo xtask down` before `up {}`",
                 live.prefix,
-                live.node_count(),
+                nodes(live.node_count()),
                 self.nodes
             );
         }
@@ -415,6 +415,14 @@ pub fn first_stopped(
             }
             anyhow::bail!("{name} stopped while starting ({how}); see `cargo xtask logs` for more")
         }
+    }
+}
+
+/// `1 node`, `5 nodes`.
+fn nodes(count: u16) -> String {
+    match count {
+        1 => "1 node".to_string(),
+        count => format!("{count} nodes"),
     }
 }
 
