@@ -22,6 +22,10 @@ use proto::{CacheOutcome, ImageId, ImageMeta, NodeIndex, NodeStatus, Request, Re
 /// connection has not yet timed out costs at most this much.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
 
+/// After the first edge answers, how long `connect_all` waits for the others. Handshakes on
+/// one machine take milliseconds; an edge slower than this is tried after the ones that answered.
+pub const CONNECT_GRACE: Duration = Duration::from_millis(300);
+
 /// Name of the client's credentials folder inside `.cluster/`.
 pub const CLIENT_CERTS_DIR: &str = "client";
 
@@ -138,24 +142,46 @@ impl Client {
         }
     }
 
-    /// Dials every edge at once; returns how many answered. Edges that did not are tried last.
+    /// Dials every edge at once and returns how many answered. It returns soon after the first
+    /// edge answers ([`CONNECT_GRACE`] later), so one dead edge does not cost every command a
+    /// whole connect timeout; edges that have not answered by then are tried last.
     pub async fn connect_all(&self) -> Result<usize, ClientError> {
-        let dials = self.cluster.nodes.iter().map(|member| async move {
-            let ok = self.pool.connection(&Client::target(member)).await.is_ok();
-            (NodeIndex(member.index), ok)
-        });
-        let results = futures::future::join_all(dials).await;
-        let mut live = 0;
-        for (edge, ok) in results {
-            self.mark(edge, !ok);
-            live += usize::from(ok);
+        use futures::stream::{FuturesUnordered, StreamExt};
+        let mut dials: FuturesUnordered<_> = self
+            .cluster
+            .nodes
+            .iter()
+            .map(|member| async move {
+                let ok = self.pool.connection(&Client::target(member)).await.is_ok();
+                (NodeIndex(member.index), ok)
+            })
+            .collect();
+        let mut answered = BTreeSet::new();
+        let mut grace_ends: Option<tokio::time::Instant> = None;
+        loop {
+            let next = match grace_ends {
+                Some(end) => match tokio::time::timeout_at(end, dials.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+                None => dials.next().await,
+            };
+            let Some((edge, ok)) = next else { break };
+            if ok {
+                answered.insert(edge);
+                grace_ends.get_or_insert_with(|| tokio::time::Instant::now() + CONNECT_GRACE);
+            }
         }
-        if live == 0 {
+        for member in &self.cluster.nodes {
+            let edge = NodeIndex(member.index);
+            self.mark(edge, !answered.contains(&edge));
+        }
+        if answered.is_empty() {
             return Err(ClientError::NoEdges {
                 seconds: proto::limits::CONNECT_TIMEOUT.as_secs(),
             });
         }
-        Ok(live)
+        Ok(answered.len())
     }
 
     /// Edges in the order to try for `id`: routing order, edges known to be down last.
