@@ -26,6 +26,9 @@ pub struct BenchConfig {
     pub ids: RangeInclusive<u64>,
     /// Zipf exponent; 0 means uniform.
     pub zipf: f64,
+    /// Walk the ids in order (request i gets id A + i mod span) instead of sampling them:
+    /// with `requests` equal to the span, every request is a first touch, i.e. a cold fetch.
+    pub sweep: bool,
     pub seed: u64,
 }
 
@@ -90,8 +93,13 @@ pub async fn run(client: Arc<Client>, config: BenchConfig) -> anyhow::Result<Ben
                 errors: 0,
                 first_error: None,
             };
-            while issued.fetch_add(1, Ordering::Relaxed) < config.requests {
+            loop {
+                let ticket = issued.fetch_add(1, Ordering::Relaxed);
+                if ticket >= config.requests {
+                    break;
+                }
                 let offset = match &zipf {
+                    _ if config.sweep => ticket % span,
                     Some(zipf) => (zipf.sample(&mut rng) as u64)
                         .saturating_sub(1)
                         .min(span - 1),
@@ -101,6 +109,7 @@ pub async fn run(client: Arc<Client>, config: BenchConfig) -> anyhow::Result<Ben
                 let request_started = Instant::now();
                 match client.get_image(id).await {
                     Ok(fetched) => {
+                        tracing::debug!(%id, edge = %fetched.edge, outcome = ?fetched.outcome, "fetched");
                         let micros = request_started.elapsed().as_micros() as u64;
                         worker
                             .latencies

@@ -71,6 +71,10 @@ enum Command {
         /// Seed for the id sequence.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Request the ids in order instead of at random (with --requests equal to the
+        /// range's size, every request is a cold fetch).
+        #[arg(long, conflicts_with = "zipf")]
+        sweep: bool,
         #[arg(long)]
         json: bool,
     },
@@ -174,6 +178,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             ids,
             zipf,
             seed,
+            sweep,
             json,
         } => {
             let client = Arc::new(client);
@@ -184,13 +189,16 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 ids: ids.0..=ids.1,
                 zipf,
                 seed,
+                sweep,
             };
             if !json {
                 eprintln!(
                     "bench: {requests} requests, concurrency {concurrency}, ids {}..{}, {}",
                     ids.0,
                     ids.1,
-                    if zipf > 0.0 {
+                    if sweep {
+                        "in order".to_string()
+                    } else if zipf > 0.0 {
                         format!("zipf {zipf}")
                     } else {
                         "uniform".to_string()
