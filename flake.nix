@@ -52,7 +52,7 @@
         client = pkgs.writeShellScriptBin "client" ''
           root="''${FLOTILLA_ROOT:?run client inside nix develop}"
           export FLOTILLA_CLUSTER="''${FLOTILLA_CLUSTER:-$root/.cluster}"
-          exec cargo run --quiet --release --manifest-path "$root/Cargo.toml" \
+          exec cargo run --quiet --manifest-path "$root/Cargo.toml" \
             --package flotilla-client --bin client -- "$@"
         '';
       in
