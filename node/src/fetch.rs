@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use proto::message::ErrorKind;
@@ -39,6 +40,11 @@ impl FetchError {
 }
 
 type FetchResult = Result<CachedImage, FetchError>;
+
+/// How long an edge waits for the leader's answer before going to the canonical itself. The
+/// leader answers once it holds the image, which takes one canonical fetch at most; a leader
+/// that was just killed would otherwise stall every miss until its connection times out.
+const LEADER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Fetches in flight, by id. Each entry is removed by the fetch task itself when it ends.
 #[derive(Default)]
@@ -120,7 +126,7 @@ impl Node {
         };
         let mut image = None;
         if let Some(target) = via_leader {
-            match self.fetch_from(&target, id).await {
+            match self.fetch_from(&target, id, LEADER_TIMEOUT).await {
                 Ok(fetched) => {
                     self.metrics.leader_fetches.increment(1);
                     image = Some(fetched);
@@ -137,7 +143,8 @@ impl Node {
             None => {
                 self.metrics.origin_fetches.increment(1);
                 let canonical = self.peers.canonical.clone();
-                self.fetch_from(&canonical, id).await?
+                self.fetch_from(&canonical, id, proto::limits::REQUEST_TIMEOUT)
+                    .await?
             }
         };
         let inserted = self.cache.insert(image.clone());
@@ -152,11 +159,16 @@ impl Node {
     }
 
     /// Fetches `id` from `target` and verifies it against its digest.
-    async fn fetch_from(&self, target: &Target, id: ImageId) -> FetchResult {
+    async fn fetch_from(
+        &self,
+        target: &Target,
+        id: ImageId,
+        answer_within: Duration,
+    ) -> FetchResult {
         let unavailable = |error: NetError| FetchError::Unavailable(error.to_string());
         let request = Request::GetImage { id };
         let call = self.peers.pool.call(target, &request, None);
-        let mut exchange = tokio::time::timeout(proto::limits::REQUEST_TIMEOUT, call)
+        let mut exchange = tokio::time::timeout(answer_within, call)
             .await
             .map_err(|_| {
                 FetchError::Unavailable(format!("{} did not answer in time", target.address))
