@@ -1,0 +1,81 @@
+//! Conventions of the whole workspace, checked on every `cargo test`: every Rust file says
+//! what it is for in a `//!` line, libraries do not print to stdout, and no `dbg!` is left.
+
+use std::path::{Path, PathBuf};
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("proto sits inside the workspace")
+        .to_path_buf()
+}
+
+fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().to_string();
+        if path.is_dir() {
+            if name != "target" && !name.starts_with('.') {
+                rust_files(&path, found);
+            }
+        } else if name.ends_with(".rs") {
+            found.push(path);
+        }
+    }
+}
+
+fn sources() -> Vec<(PathBuf, String)> {
+    let root = workspace_root();
+    let mut files = Vec::new();
+    for crate_dir in ["proto", "canonical", "node", "client", "xtask"] {
+        rust_files(&root.join(crate_dir), &mut files);
+    }
+    assert!(files.len() > 20, "found only {} Rust files", files.len());
+    files
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).expect("readable source");
+            (path, text)
+        })
+        .collect()
+}
+
+#[test]
+fn every_file_starts_with_a_purpose_line() {
+    let missing: Vec<_> = sources()
+        .into_iter()
+        .filter(|(_, text)| !text.starts_with("//!"))
+        .map(|(path, _)| path)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "files without a `//!` header: {missing:?}"
+    );
+}
+
+#[test]
+fn libraries_do_not_print_and_nothing_calls_dbg() {
+    let mut offenders = Vec::new();
+    for (path, text) in sources() {
+        let name = path.to_string_lossy();
+        let library = ["/proto/src/", "/canonical/src/", "/node/src/"]
+            .iter()
+            .any(|dir| name.contains(dir))
+            && !name.ends_with("main.rs")
+            // The console is a terminal UI: printing is its job.
+            && !name.ends_with("console.rs");
+        for (number, line) in text.lines().enumerate() {
+            let code = line.trim_start();
+            if code.starts_with("//") {
+                continue;
+            }
+            if code.contains("dbg!(") || (library && code.contains("println!(")) {
+                offenders.push(format!("{name}:{}: {}", number + 1, line.trim()));
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "stray output: {offenders:#?}");
+}
