@@ -10,6 +10,8 @@ mod docker;
 mod e2e;
 mod elf;
 mod launch;
+mod netem;
+mod netem_worker;
 mod ports;
 mod process;
 mod project;

@@ -2,6 +2,7 @@
 //! ports, process ids, an active partition) and the public `.cluster/cluster.toml` derived
 //! from it.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -11,6 +12,7 @@ use proto::cluster::{ClusterFile, Member, CLUSTER_FILE};
 use proto::{NodeIndex, Role};
 use serde::{Deserialize, Serialize};
 
+use crate::netem::Shaping;
 use crate::UsageError;
 
 /// Name of xtask's own record inside the cluster folder.
@@ -90,6 +92,12 @@ pub struct State {
     /// Groups of node indices cut off from each other by `partition`, until `heal`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition: Option<Vec<Vec<u16>>>,
+    /// The partition cuts only the first group's packets to the second (`--one-way`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partition_one_way: bool,
+    /// Delay and loss on members' egress, by member index, until `netem I --clear`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub netem: BTreeMap<u16, Shaping>,
 }
 
 impl State {
@@ -137,6 +145,17 @@ impl State {
                 }
                 _ => {}
             }
+        }
+        Ok(())
+    }
+
+    /// Fails with one line unless the cluster runs on Docker: `command` needs network
+    /// namespaces of its own per member.
+    pub fn require_docker(&self, command: &str) -> anyhow::Result<()> {
+        if self.runtime == Runtime::Process {
+            anyhow::bail!(
+                "`{command}` needs the docker runtime: local processes share one network stack (start with `cargo xtask up N --runtime docker`)"
+            );
         }
         Ok(())
     }
@@ -293,6 +312,19 @@ mod tests {
                 })
                 .collect(),
             partition: Some(vec![vec![1], vec![2]]),
+            partition_one_way: true,
+            netem: [(
+                2,
+                Shaping {
+                    shape: crate::netem::Shape {
+                        delay_us: 150_000,
+                        jitter_us: 0,
+                        loss_ppm: 0,
+                    },
+                    worker: Some(42),
+                },
+            )]
+            .into(),
         };
         state.save(&dir).unwrap();
         assert_eq!(State::load(&dir).unwrap(), Some(state.clone()));

@@ -9,6 +9,7 @@ use xshell::Shell;
 
 use crate::certs;
 use crate::docker::{self, CLUSTER_LABEL};
+use crate::netem;
 use crate::process::{self, Binaries, ProcessStatus};
 use crate::project::{parse_prefix, Project};
 use crate::release;
@@ -56,6 +57,10 @@ impl Down {
             anyhow::bail!(
                 "no Docker engine answered ({reason}), so cluster `{prefix}`'s containers cannot be removed; start Docker and run `cargo xtask down` again"
             );
+        }
+        if let Some(state) = state.as_ref().filter(|s| s.prefix == prefix) {
+            // They would exit by themselves once their containers are gone.
+            netem::stop_workers(state);
         }
         if engine.is_ok() {
             removed.extend(self.remove_docker_objects(sh, &prefix)?);

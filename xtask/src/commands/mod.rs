@@ -5,8 +5,10 @@ mod build;
 mod down;
 mod kill;
 mod logs;
+mod netem;
 mod partition;
 mod pause;
+mod probe;
 mod restart;
 mod status;
 mod test;
@@ -38,6 +40,11 @@ enum Command {
     Resume(pause::Resume),
     Partition(partition::Partition),
     Heal(partition::Heal),
+    Netem(netem::Netem),
+    #[command(hide = true)]
+    NetemWorker(netem::NetemWorker),
+    #[command(hide = true)]
+    UdpProbe(probe::UdpProbe),
     Build(build::Build),
     Test(test::Test),
 }
@@ -58,6 +65,9 @@ impl Cli {
             Command::Resume(command) => command.run(sh),
             Command::Partition(command) => command.run(sh),
             Command::Heal(command) => command.run(sh),
+            Command::Netem(command) => command.run(sh),
+            Command::NetemWorker(command) => command.run(sh),
+            Command::UdpProbe(command) => command.run(sh),
             Command::Build(command) => command.run(sh),
             Command::Test(command) => command.run(sh),
         }

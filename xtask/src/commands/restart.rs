@@ -10,6 +10,7 @@ use super::up::first_stopped;
 use crate::client;
 use crate::containers;
 use crate::docker;
+use crate::netem;
 use crate::process::{self, Binaries};
 use crate::project::Project;
 use crate::state::{Runtime, State, Target};
@@ -58,6 +59,11 @@ impl Restart {
                 // and the address may have changed: apply the whole partition again.
                 if state.partition.is_some() {
                     partition::apply(sh, &state)?;
+                }
+                // Likewise for a delay or loss asked with `netem`.
+                if state.netem.contains_key(&member.index) {
+                    netem::reapply(sh, &project, &mut state, &[member.index])?;
+                    state.save(&project.cluster_dir)?;
                 }
             }
             Runtime::Process => {

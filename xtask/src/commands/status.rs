@@ -5,11 +5,12 @@ use std::process::Command;
 
 use xshell::Shell;
 
+use super::partition;
 use crate::client;
 use crate::docker;
 use crate::process::{self, Binaries, ProcessStatus};
 use crate::project::Project;
-use crate::state::{Runtime, State};
+use crate::state::{member_name, Runtime, State};
 use crate::Exit;
 
 /// Show the cluster's containers or processes and every node's status.
@@ -68,13 +69,27 @@ impl Status {
             );
         }
         if let Some(groups) = &state.partition {
-            let groups: Vec<String> = groups
-                .iter()
-                .map(|g| g.iter().map(u16::to_string).collect::<Vec<_>>().join(","))
-                .collect();
             println!(
-                "partitioned: {} (undo with `cargo xtask heal`)",
-                groups.join(" | ")
+                "{}: {} (undo with `cargo xtask heal`)",
+                if state.partition_one_way {
+                    "cut one way"
+                } else {
+                    "partitioned"
+                },
+                partition::describe(groups, state.partition_one_way)
+            );
+        }
+        for (index, shaping) in &state.netem {
+            println!(
+                "netem on {}: {} ({}; undo with `cargo xtask netem {} --clear`)",
+                member_name(&state.prefix, *index),
+                shaping.shape.describe(),
+                shaping.mechanism(),
+                if *index == 0 {
+                    "canonical".to_string()
+                } else {
+                    index.to_string()
+                }
             );
         }
         println!();

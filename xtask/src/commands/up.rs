@@ -12,6 +12,7 @@ use crate::certs;
 use crate::client;
 use crate::containers;
 use crate::docker;
+use crate::netem;
 use crate::ports;
 use crate::process::{self, Binaries, ProcessStatus};
 use crate::project::{existing_dir, parse_prefix, Project};
@@ -215,6 +216,8 @@ impl Up {
             options,
             members,
             partition: None,
+            partition_one_way: false,
+            netem: Default::default(),
         })
     }
 
@@ -246,7 +249,7 @@ impl Up {
             ),
         };
         let reserved = docker::reserved_ports(sh)?;
-        let state = self.plan(prefix, Runtime::Docker, options, live, &reserved)?;
+        let mut state = self.plan(prefix, Runtime::Docker, options, live, &reserved)?;
         let ca = certs::ensure_ca(project)?;
         let roles: Vec<_> = state.members.iter().map(MemberState::role).collect();
         certs::ensure_credentials(project, &ca, &roles)?;
@@ -265,6 +268,8 @@ impl Up {
             docker::image_id(sh, docker::NODE_IMAGE),
         ];
         let mut outdated = Vec::new();
+        // Members whose containers started in fresh network namespaces.
+        let mut started = Vec::new();
         for member in &state.members {
             let container = existing.iter().find(|c| c.index == member.index);
             let current = &current_images[usize::from(!member.is_canonical())];
@@ -297,6 +302,7 @@ impl Up {
                 }
             };
             actions.push(format!("{verb} {}", member.name));
+            started.push(member.index);
         }
         if !outdated.is_empty() {
             eprintln!(
@@ -307,6 +313,10 @@ impl Up {
         if state.partition.is_some() && !actions.is_empty() {
             // Started containers come up in fresh network namespaces.
             partition::apply(sh, &state)?;
+        }
+        if !started.is_empty() && !state.netem.is_empty() {
+            netem::reapply(sh, project, &mut state, &started)?;
+            state.save(&project.cluster_dir)?;
         }
         Ok(Outcome {
             state,
