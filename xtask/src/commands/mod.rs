@@ -12,6 +12,7 @@ mod probe;
 mod restart;
 mod status;
 mod test;
+mod top;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -45,6 +46,7 @@ enum Command {
     NetemWorker(netem::NetemWorker),
     #[command(hide = true)]
     UdpProbe(probe::UdpProbe),
+    Top(top::Top),
     Build(build::Build),
     Test(test::Test),
 }
@@ -68,6 +70,7 @@ impl Cli {
             Command::Netem(command) => command.run(sh),
             Command::NetemWorker(command) => command.run(sh),
             Command::UdpProbe(command) => command.run(sh),
+            Command::Top(command) => command.run(sh),
             Command::Build(command) => command.run(sh),
             Command::Test(command) => command.run(sh),
         }
