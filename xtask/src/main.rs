@@ -16,6 +16,7 @@ mod ports;
 mod process;
 mod project;
 mod release;
+mod scrape;
 mod state;
 mod tally;
 mod tools;

@@ -190,6 +190,14 @@ impl State {
             })
     }
 
+    /// Member `index` (0 = the canonical); an error when the cluster has none.
+    pub fn member_by_index(&self, index: u16) -> anyhow::Result<&MemberState> {
+        self.members
+            .iter()
+            .find(|m| m.index == index)
+            .ok_or_else(|| anyhow::anyhow!("cluster `{}` has no member {index}", self.prefix))
+    }
+
     pub fn member_mut(&mut self, index: u16) -> Option<&mut MemberState> {
         self.members.iter_mut().find(|m| m.index == index)
     }

@@ -1,6 +1,7 @@
 //! The subcommands of `cargo xtask`, one module each, and the dispatcher.
 
 mod attach;
+mod bench;
 mod build;
 mod down;
 mod kill;
@@ -14,6 +15,8 @@ mod status;
 mod test;
 mod top;
 mod up;
+
+pub use probe::LISTENING;
 
 use clap::{Parser, Subcommand};
 use xshell::Shell;
@@ -47,6 +50,7 @@ enum Command {
     #[command(hide = true)]
     UdpProbe(probe::UdpProbe),
     Top(top::Top),
+    Bench(bench::Bench),
     Build(build::Build),
     Test(test::Test),
 }
@@ -71,6 +75,7 @@ impl Cli {
             Command::NetemWorker(command) => command.run(sh),
             Command::UdpProbe(command) => command.run(sh),
             Command::Top(command) => command.run(sh),
+            Command::Bench(command) => command.run(sh),
             Command::Build(command) => command.run(sh),
             Command::Test(command) => command.run(sh),
         }
