@@ -23,7 +23,7 @@ use crate::docker;
 use crate::netem;
 use crate::project::Project;
 use crate::scrape;
-use crate::state::{metrics_url, State};
+use crate::state::{metrics_url, Runtime, State};
 
 /// Pause between two polls of the survivors.
 const POLL: Duration = Duration::from_millis(10);
@@ -105,7 +105,11 @@ impl Failover {
     fn run(self, sh: &Shell) -> anyhow::Result<()> {
         let project = Project::locate()?;
         let mut state = State::require(&project.cluster_dir)?;
-        state.require_docker("bench failover")?;
+        if state.runtime != Runtime::Docker {
+            anyhow::bail!(
+                "`bench failover` kills and times containers: start the cluster with `cargo xtask up N --runtime docker`"
+            );
+        }
         anyhow::ensure!(
             state.node_count() >= 3,
             "a failover needs a majority without the leader: start at least 3 nodes (`cargo xtask up 5`)"
