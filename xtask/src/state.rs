@@ -304,6 +304,21 @@ mod tests {
     }
 
     #[test]
+    fn a_state_from_before_one_way_cuts_and_netem_still_loads() {
+        let old = r#"{"prefix": "demo", "runtime": "docker", "options": {"images": null, "cache_mb": null, "replicas": null},
+                      "members": [{"index": 0, "name": "demo_canonical", "quic_port": 17000, "metrics_port": 19100}],
+                      "partition": [[1, 2], [3]]}"#;
+        let state: State = serde_json::from_str(old).unwrap();
+        assert!(!state.partition_one_way);
+        assert!(state.netem.is_empty());
+        let written = serde_json::to_string(&state).unwrap();
+        assert!(
+            !written.contains("netem") && !written.contains("one_way"),
+            "{written}"
+        );
+    }
+
+    #[test]
     fn state_round_trips_and_describes_the_cluster() {
         let dir = std::env::temp_dir().join(format!("xtask-state-{}", std::process::id()));
         let state = State {
