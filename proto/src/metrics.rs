@@ -110,16 +110,25 @@ pub async fn serve(
             };
             let registry = registry.clone();
             tokio::spawn(async move {
+                // Read until the end of the request head: a scraper may send it in pieces.
                 let mut head = vec![0u8; MAX_HTTP_REQUEST_BYTES];
-                let read = match tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    stream.read(&mut head),
-                )
-                .await
-                {
-                    Ok(Ok(read)) => read,
-                    _ => return,
-                };
+                let mut read = 0;
+                let complete = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                    while read < head.len() {
+                        match stream.read(&mut head[read..]).await {
+                            Ok(0) | Err(_) => return false,
+                            Ok(count) => read += count,
+                        }
+                        if head[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                            return true;
+                        }
+                    }
+                    true
+                })
+                .await;
+                if !matches!(complete, Ok(true)) {
+                    return;
+                }
                 let request_line = String::from_utf8_lossy(&head[..read]);
                 let path = request_line.split_whitespace().nth(1).unwrap_or("");
                 let (status, body) = if path == "/metrics" || path == "/" {

@@ -56,16 +56,30 @@ pub fn endpoint(
         address: bind,
         source: std::io::Error::other("no async runtime"),
     })?;
-    let mut endpoint = Endpoint::new(
-        quinn::EndpointConfig::default(),
-        server_config,
-        socket,
-        runtime,
-    )
-    .map_err(|source| NetError::Bind {
-        address: bind,
-        source,
-    })?;
+    let endpoint_config = if serve {
+        // Stable reset key: see `Credentials::reset_secret`.
+        let secret = credentials.reset_secret();
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
+        let mut config = quinn::EndpointConfig::new(Arc::new(key));
+        // Connection ids carry a keyed check; with a random key a restarted instance would
+        // drop packets on its predecessor's ids as invalid instead of answering with a reset.
+        let mut cid_key = [0u8; 8];
+        cid_key.copy_from_slice(&secret[..8]);
+        let cid_key = u64::from_le_bytes(cid_key);
+        config.cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+        });
+        config
+    } else {
+        quinn::EndpointConfig::default()
+    };
+    let mut endpoint =
+        Endpoint::new(endpoint_config, server_config, socket, runtime).map_err(|source| {
+            NetError::Bind {
+                address: bind,
+                source,
+            }
+        })?;
     endpoint.set_default_client_config(credentials.client_config()?);
     Ok(endpoint)
 }

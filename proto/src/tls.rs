@@ -282,6 +282,18 @@ impl Credentials {
         Ok(config)
     }
 
+    /// A secret derived from our private key, stable across restarts: the key for QUIC
+    /// stateless resets. A restarted node computes the same reset tokens as its previous
+    /// instance, so peers still holding a connection to that instance learn at their next
+    /// packet that it is gone, instead of waiting for the idle timeout.
+    pub fn reset_secret(&self) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(b"flotilla stateless reset key v1");
+        hasher.update(self.key.secret_der());
+        hasher.finalize().into()
+    }
+
     fn roots(&self) -> Result<RootCertStore, TlsError> {
         let mut roots = RootCertStore::empty();
         roots.add(self.ca.clone())?;
