@@ -12,7 +12,7 @@ use proto::message::ErrorKind;
 use proto::metrics::Registry;
 use proto::server::{reply, reply_error, reply_image};
 use proto::tls::Credentials;
-use proto::{CacheOutcome, Request, Response, Role};
+use proto::{CacheOutcome, ImageId, Request, Response, Role};
 use quinn::{RecvStream, SendStream};
 use tokio_util::sync::CancellationToken;
 
@@ -42,26 +42,10 @@ pub struct Running {
     pub task: tokio::task::JoinHandle<()>,
 }
 
-struct Metrics {
-    registry: Registry,
-}
-
-impl Metrics {
-    fn request(&self, kind: &'static str, outcome: &'static str) {
-        self.registry
-            .counter(
-                "flotilla_requests_total",
-                "Requests served, by kind and outcome",
-                &[("kind", kind.to_string()), ("outcome", outcome.to_string())],
-            )
-            .increment(1);
-    }
-}
-
 struct Canonical {
     name: String,
     store: Store,
-    metrics: Metrics,
+    registry: Registry,
 }
 
 /// Opens the store, binds the endpoint and metrics, and serves until `shutdown` fires.
@@ -81,32 +65,24 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             }
         });
     }
-    let endpoint = proto::net::endpoint(config.listen, &config.credentials, true)
-        .with_context(|| format!("binding QUIC on {}", config.listen))?;
-    let quic = endpoint.local_addr().context("reading the bound address")?;
-    let registry = Registry::new();
-    let metrics = match config.metrics {
-        Some(address) => Some(
-            proto::metrics::serve(address, registry.clone(), shutdown.clone())
-                .await
-                .with_context(|| format!("binding metrics on {address}"))?
-                .0,
-        ),
-        None => None,
-    };
+    let bound = proto::server::bind(
+        config.listen,
+        config.metrics,
+        &config.credentials,
+        &shutdown,
+    )
+    .await?;
     let canonical = Arc::new(Canonical {
         name: config.name,
         store,
-        metrics: Metrics {
-            registry: registry.clone(),
-        },
+        registry: bound.registry.clone(),
     });
-    tracing::info!(%quic, ?metrics, "canonical serving");
-    let task = tokio::spawn(proto::server::serve(endpoint, canonical, shutdown));
+    tracing::info!(quic = %bound.quic, metrics = ?bound.metrics, "canonical serving");
+    let task = tokio::spawn(proto::server::serve(bound.endpoint, canonical, shutdown));
     Ok(Running {
-        quic,
-        metrics,
-        registry,
+        quic: bound.quic,
+        metrics: bound.metrics,
+        registry: bound.registry,
         task,
     })
 }
@@ -118,6 +94,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     Ok(())
 }
 
+impl Canonical {
+    /// Runs a store operation off the async threads; `None` means no such image.
+    async fn with_store<T: Send + 'static>(
+        &self,
+        operation: impl FnOnce(&Store) -> Result<Option<T>, store::StoreError> + Send + 'static,
+    ) -> Result<Option<T>, String> {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || operation(&store)).await {
+            Ok(result) => result.map_err(|error| error.to_string()),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+}
+
+fn not_found(id: ImageId) -> String {
+    format!("image {id} not found on the canonical")
+}
+
 impl proto::server::Handler for Canonical {
     async fn handle(
         self: Arc<Self>,
@@ -127,78 +121,48 @@ impl proto::server::Handler for Canonical {
         _recv: RecvStream,
     ) {
         let kind = request.kind();
-        match request {
-            Request::GetImage { id } => {
-                let store = self.store.clone();
-                match tokio::task::spawn_blocking(move || store.read(id)).await {
-                    Ok(Ok(Some((meta, body)))) => {
-                        tracing::debug!(%peer, %id, size = meta.size, "serving image");
-                        let outcome =
-                            if reply_image(&mut send, meta, &self.name, CacheOutcome::Origin, body)
-                                .await
-                                .is_ok()
-                            {
-                                "ok"
-                            } else {
-                                "aborted"
-                            };
-                        self.metrics.request(kind, outcome);
-                    }
-                    Ok(Ok(None)) => {
-                        self.metrics.request(kind, "not_found");
-                        reply_error(
-                            &mut send,
-                            ErrorKind::NotFound,
-                            format!("image {id} not found on the canonical"),
-                        )
-                        .await;
-                    }
-                    Ok(Err(error)) => {
-                        tracing::error!(%id, %error, "cannot serve image");
-                        self.metrics.request(kind, "error");
-                        reply_error(&mut send, ErrorKind::Internal, error.to_string()).await;
-                    }
-                    Err(error) => {
-                        self.metrics.request(kind, "error");
-                        reply_error(&mut send, ErrorKind::Internal, error.to_string()).await;
+        let outcome = match request {
+            Request::GetImage { id } => match self.with_store(move |store| store.read(id)).await {
+                Ok(Some((meta, body))) => {
+                    tracing::debug!(%peer, %id, size = meta.size, "serving image");
+                    match reply_image(&mut send, meta, &self.name, CacheOutcome::Origin, body).await
+                    {
+                        Ok(()) => "ok",
+                        Err(_) => "aborted",
                     }
                 }
-            }
-            Request::ImageSize { id } => {
-                let store = self.store.clone();
-                match tokio::task::spawn_blocking(move || store.meta(id)).await {
-                    Ok(Ok(Some(meta))) => {
-                        self.metrics.request(kind, "ok");
-                        reply(
-                            &mut send,
-                            &Response::Size {
-                                id,
-                                size: meta.size,
-                            },
-                        )
-                        .await;
-                    }
-                    Ok(Ok(None)) => {
-                        self.metrics.request(kind, "not_found");
-                        reply_error(
-                            &mut send,
-                            ErrorKind::NotFound,
-                            format!("image {id} not found on the canonical"),
-                        )
-                        .await;
-                    }
-                    Ok(Err(error)) => {
-                        self.metrics.request(kind, "error");
-                        reply_error(&mut send, ErrorKind::Internal, error.to_string()).await;
-                    }
-                    Err(error) => {
-                        self.metrics.request(kind, "error");
-                        reply_error(&mut send, ErrorKind::Internal, error.to_string()).await;
-                    }
+                Ok(None) => {
+                    reply_error(&mut send, ErrorKind::NotFound, not_found(id)).await;
+                    "not_found"
                 }
-            }
+                Err(error) => {
+                    tracing::error!(%id, %error, "cannot serve image");
+                    reply_error(&mut send, ErrorKind::Internal, error).await;
+                    "error"
+                }
+            },
+            Request::ImageSize { id } => match self.with_store(move |store| store.meta(id)).await {
+                Ok(Some(meta)) => {
+                    reply(
+                        &mut send,
+                        &Response::Size {
+                            id,
+                            size: meta.size,
+                        },
+                    )
+                    .await;
+                    "ok"
+                }
+                Ok(None) => {
+                    reply_error(&mut send, ErrorKind::NotFound, not_found(id)).await;
+                    "not_found"
+                }
+                Err(error) => {
+                    reply_error(&mut send, ErrorKind::Internal, error).await;
+                    "error"
+                }
+            },
             Request::Ping => {
-                self.metrics.request(kind, "ok");
                 reply(
                     &mut send,
                     &Response::Pong {
@@ -206,16 +170,18 @@ impl proto::server::Handler for Canonical {
                     },
                 )
                 .await;
+                "ok"
             }
             Request::Status | Request::Election(_) | Request::Replicate { .. } => {
-                self.metrics.request(kind, "refused");
                 reply_error(
                     &mut send,
                     ErrorKind::BadRequest,
                     format!("the canonical does not answer {kind} requests; ask an edge"),
                 )
                 .await;
+                "refused"
             }
-        }
+        };
+        self.registry.count_request(kind, outcome);
     }
 }

@@ -187,9 +187,10 @@ impl Client {
     /// Edges in the order to try for `id`: routing order, edges known to be down last.
     pub fn route(&self, id: ImageId) -> Vec<NodeIndex> {
         let ranked = rank(id, &self.edges(), self.routing);
-        let down = self.down.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let (mut up, failed): (Vec<_>, Vec<_>) =
-            ranked.into_iter().partition(|e| !down.contains(e));
+        let (mut up, failed): (Vec<_>, Vec<_>) = {
+            let down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+            ranked.into_iter().partition(|edge| !down.contains(edge))
+        };
         up.extend(failed);
         up
     }

@@ -32,7 +32,6 @@ pub struct Elector {
     in_flight: BTreeMap<NodeIndex, Arc<Semaphore>>,
     wake: Notify,
     node: Weak<Node>,
-    published: Mutex<Option<Leadership>>,
 }
 
 impl Elector {
@@ -54,7 +53,6 @@ impl Elector {
                 .collect(),
             wake: Notify::new(),
             node: Arc::downgrade(node),
-            published: Mutex::new(None),
         });
         elector.publish();
         tokio::spawn(elector.clone().ticker(shutdown));
@@ -135,10 +133,9 @@ impl Elector {
                 leader: machine.leader(),
             }
         };
-        let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
-        if *published != Some(view) {
-            *published = Some(view);
-            if let Some(node) = self.node.upgrade() {
+        // The node's own view is the record of what was published last.
+        if let Some(node) = self.node.upgrade() {
+            if node.leadership() != view {
                 node.set_leadership(view);
             }
         }

@@ -18,8 +18,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use anyhow::Context as _;
-use proto::metrics::Registry;
 use proto::net::Pool;
 use proto::tls::Credentials;
 use proto::{ElectionRole, NodeIndex, NodeStatus, Term};
@@ -173,23 +171,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         config.index,
         config.index
     );
-    let endpoint = proto::net::endpoint(config.listen, &config.credentials, true)
-        .with_context(|| format!("binding QUIC on {}", config.listen))?;
-    let quic = endpoint.local_addr().context("reading the bound address")?;
-    let registry = Registry::new();
-    let metrics_address = match config.metrics {
-        Some(address) => Some(
-            proto::metrics::serve(address, registry.clone(), shutdown.clone())
-                .await
-                .with_context(|| format!("binding metrics on {address}"))?
-                .0,
-        ),
-        None => None,
-    };
-    let metrics = Arc::new(NodeMetrics::new(registry));
+    let bound = proto::server::bind(
+        config.listen,
+        config.metrics,
+        &config.credentials,
+        &shutdown,
+    )
+    .await?;
+    let metrics = Arc::new(NodeMetrics::new(bound.registry));
     let peers = Arc::new(Peers::new(
         config.index,
-        Pool::new(endpoint.clone()),
+        Pool::new(bound.endpoint.clone()),
         config.canonical.clone(),
         &config.peers,
     ));
@@ -214,11 +206,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let _ = node.elector.set(elector);
     node.publish_cache_stats();
     tokio::spawn(peers.monitor(metrics, shutdown.clone()));
-    tracing::info!(index = %node.config.index, %quic, metrics = ?metrics_address, "edge serving");
-    let task = tokio::spawn(proto::server::serve(endpoint, node.clone(), shutdown));
+    tracing::info!(index = %node.config.index, quic = %bound.quic, metrics = ?bound.metrics, "edge serving");
+    let task = tokio::spawn(proto::server::serve(bound.endpoint, node.clone(), shutdown));
     Ok(Running {
-        quic,
-        metrics: metrics_address,
+        quic: bound.quic,
+        metrics: bound.metrics,
         node,
         task,
     })

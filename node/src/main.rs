@@ -76,17 +76,8 @@ fn parse_peer(text: &str) -> Result<(NodeIndex, String), String> {
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let console = matches!(args.command, Command::Console { .. });
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                // The console's output is for a human; keep library logs out of it.
-                tracing_subscriber::EnvFilter::new(if console { "warn" } else { "info" })
-            }),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: container logs and log files stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // The console's output is for a human; keep library logs out of it.
+    proto::logging::init(if console { "warn" } else { "info" });
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

@@ -78,13 +78,7 @@ impl NodeMetrics {
 
     /// Counts one request of `kind` ending in `outcome`.
     pub fn request(&self, kind: &'static str, outcome: &'static str) {
-        self.registry
-            .counter(
-                "flotilla_requests_total",
-                "Requests served, by kind and outcome",
-                &[("kind", kind.to_string()), ("outcome", outcome.to_string())],
-            )
-            .increment(1);
+        self.registry.count_request(kind, outcome);
     }
 
     /// Counts one replication push ending in `outcome`.

@@ -82,6 +82,17 @@ impl Registry {
             .register_gauge(&Self::key(name, &[]), &Self::metadata())
     }
 
+    /// Counts one request of `kind` ending in `outcome` (`flotilla_requests_total`), the
+    /// counter every Flotilla server exports.
+    pub fn count_request(&self, kind: &'static str, outcome: &'static str) {
+        self.counter(
+            "flotilla_requests_total",
+            "Requests served, by kind and outcome",
+            &[("kind", kind.to_string()), ("outcome", outcome.to_string())],
+        )
+        .increment(1);
+    }
+
     /// The exposition text.
     pub fn render(&self) -> String {
         self.recorder.handle().render()

@@ -17,6 +17,66 @@ use crate::limits::HEADER_TIMEOUT;
 use crate::message::{CacheOutcome, ErrorKind, ImageMeta, Request, Response};
 use crate::tls::{self, Role};
 
+/// A server's bound sockets: the QUIC endpoint and, when asked for, the metrics endpoint.
+pub struct Bound {
+    pub endpoint: Endpoint,
+    pub quic: std::net::SocketAddr,
+    pub registry: crate::metrics::Registry,
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
+/// A failure to bind one of a server's sockets.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("binding QUIC on {address}: {source}")]
+    Quic {
+        address: std::net::SocketAddr,
+        source: crate::net::NetError,
+    },
+    #[error("binding metrics on {address}: {source}; is another cluster using the port?")]
+    Metrics {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Binds the QUIC endpoint on `listen` and, with `metrics`, serves a fresh registry there
+/// until `shutdown` fires. Shared by the canonical and the edges.
+pub async fn bind(
+    listen: std::net::SocketAddr,
+    metrics: Option<std::net::SocketAddr>,
+    credentials: &tls::Credentials,
+    shutdown: &CancellationToken,
+) -> Result<Bound, BindError> {
+    let quic_error = |source| BindError::Quic {
+        address: listen,
+        source,
+    };
+    let endpoint = crate::net::endpoint(listen, credentials, true).map_err(quic_error)?;
+    let quic = endpoint.local_addr().map_err(|source| {
+        quic_error(crate::net::NetError::Bind {
+            address: listen,
+            source,
+        })
+    })?;
+    let registry = crate::metrics::Registry::new();
+    let metrics = match metrics {
+        Some(address) => Some(
+            crate::metrics::serve(address, registry.clone(), shutdown.clone())
+                .await
+                .map_err(|source| BindError::Metrics { address, source })?
+                .0,
+        ),
+        None => None,
+    };
+    Ok(Bound {
+        endpoint,
+        quic,
+        registry,
+        metrics,
+    })
+}
+
 /// How long shutdown waits for connection tasks, then for the close to reach peers.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(300);
 
