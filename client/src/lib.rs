@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use proto::cluster::{ClusterFile, Member};
 use proto::message::ErrorKind;
-use proto::net::{NetError, Pool, Target};
+use proto::net::{GetImageError, NetError, Pool, Target};
 use proto::routing::{rank, Routing};
 use proto::tls::Credentials;
 use proto::{CacheOutcome, ImageId, ImageMeta, NodeIndex, NodeStatus, Request, Response, Role};
@@ -220,41 +220,27 @@ impl Client {
             .member(edge)
             .ok_or(ClientError::Remote(format!("unknown edge {edge}")))?;
         let target = Client::target(member);
-        let request = Request::GetImage { id };
-        let work = async {
-            let mut exchange = self.pool.call(&target, &request, None).await?;
-            match exchange.response.clone() {
-                Response::Image {
-                    meta,
-                    served_by,
-                    outcome,
-                } => {
-                    let body = exchange.read_body(&meta).await?;
-                    Ok(Fetched {
-                        meta,
-                        body,
-                        served_by,
-                        outcome,
-                        edge,
-                    })
-                }
-                Response::Error {
-                    kind: ErrorKind::NotFound,
-                    ..
-                } => Err(ClientError::NotFound(id)),
-                Response::Error { message, .. } => Err(ClientError::Remote(message)),
-                other => Err(ClientError::Remote(format!("unexpected reply {other:?}"))),
-            }
-        };
-        tokio::time::timeout(proto::limits::REQUEST_TIMEOUT, work)
+        let fetched = tokio::time::timeout(ATTEMPT_TIMEOUT, self.pool.get_image(&target, id))
             .await
             .map_err(|_| {
                 ClientError::Remote(format!(
                     "{} did not finish within {} s",
                     member.name,
-                    proto::limits::REQUEST_TIMEOUT.as_secs()
+                    ATTEMPT_TIMEOUT.as_secs()
                 ))
-            })?
+            })?;
+        match fetched {
+            Ok(reply) => Ok(Fetched {
+                meta: reply.meta,
+                body: reply.body,
+                served_by: reply.served_by,
+                outcome: reply.outcome,
+                edge,
+            }),
+            Err(GetImageError::NotFound(id)) => Err(ClientError::NotFound(id)),
+            Err(GetImageError::Net(error)) => Err(ClientError::Net(error)),
+            Err(error) => Err(ClientError::Remote(error.to_string())),
+        }
     }
 
     /// The size of image `id`, from metadata only.
@@ -266,11 +252,8 @@ impl Client {
             };
             let target = Client::target(member);
             let request = Request::ImageSize { id };
-            match tokio::time::timeout(
-                proto::limits::REQUEST_TIMEOUT,
-                self.pool.call(&target, &request, None),
-            )
-            .await
+            match tokio::time::timeout(ATTEMPT_TIMEOUT, self.pool.call(&target, &request, None))
+                .await
             {
                 Ok(Ok(exchange)) => match exchange.response {
                     Response::Size { size, .. } => return Ok(size),

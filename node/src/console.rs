@@ -162,23 +162,16 @@ async fn execute(
                 .parse()
                 .map_err(anyhow::Error::msg)?;
             let started = Instant::now();
-            let mut exchange = pool.call(target, &Request::GetImage { id }, None).await?;
-            match exchange.response.clone() {
-                Response::Image {
-                    meta,
-                    served_by,
-                    outcome,
-                } => {
-                    let body = exchange.read_body(&meta).await?;
-                    println!(
-                        "image {id}: {} bytes {} from {served_by}, {outcome}, digest verified, {:.1} ms",
-                        body.len(),
-                        meta.content_type,
-                        started.elapsed().as_secs_f64() * 1000.0
-                    );
-                }
-                Response::Error { message, .. } => println!("{message}"),
-                other => anyhow::bail!("unexpected reply {other:?}"),
+            match pool.get_image(target, id).await {
+                Ok(reply) => println!(
+                    "image {id}: {} bytes {} from {}, {}, digest verified, {:.1} ms",
+                    reply.body.len(),
+                    reply.meta.content_type,
+                    reply.served_by,
+                    reply.outcome,
+                    started.elapsed().as_secs_f64() * 1000.0
+                ),
+                Err(error) => println!("{error}"),
             }
         }
         "ping" => match arguments.first() {

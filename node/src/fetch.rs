@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use proto::message::ErrorKind;
-use proto::net::{NetError, Target};
+use proto::net::{GetImageError, Target};
 use proto::routing::{rank, Routing};
 use proto::{CacheOutcome, ImageId, ImageMeta, NodeIndex, Request, Response, Role, Term};
 use tokio::sync::watch;
@@ -165,50 +165,28 @@ impl Node {
         id: ImageId,
         answer_within: Duration,
     ) -> FetchResult {
-        let unavailable = |error: NetError| FetchError::Unavailable(error.to_string());
-        let request = Request::GetImage { id };
-        let call = self.peers.pool.call(target, &request, None);
-        let mut exchange = tokio::time::timeout(answer_within, call)
+        let fetched = tokio::time::timeout(answer_within, self.peers.pool.get_image(target, id))
             .await
             .map_err(|_| {
-                FetchError::Unavailable(format!("{} did not answer in time", target.address))
-            })?
-            .map_err(unavailable)?;
-        match exchange.response.clone() {
-            Response::Image { meta, .. } => {
-                let body =
-                    tokio::time::timeout(proto::limits::REQUEST_TIMEOUT, exchange.read_body(&meta))
-                        .await
-                        .map_err(|_| {
-                            FetchError::Unavailable(format!(
-                                "{} stalled sending image {id}",
-                                target.address
-                            ))
-                        })?;
-                match body {
-                    Ok(body) => Ok(CachedImage { meta, body }),
-                    Err(NetError::Frame {
-                        source: proto::frame::FrameError::DigestMismatch { .. },
-                        ..
-                    }) => {
-                        self.metrics.digest_mismatches.increment(1);
-                        Err(FetchError::DigestMismatch(format!(
-                            "image {id} from {} failed digest verification; not cached",
-                            target.address
-                        )))
-                    }
-                    Err(error) => Err(unavailable(error)),
-                }
+                FetchError::Unavailable(format!(
+                    "{} did not send image {id} in time",
+                    target.address
+                ))
+            })?;
+        match fetched {
+            Ok(reply) => Ok(CachedImage {
+                meta: reply.meta,
+                body: reply.body,
+            }),
+            Err(GetImageError::NotFound(id)) => Err(FetchError::NotFound(id)),
+            Err(error) if error.is_digest_mismatch() => {
+                self.metrics.digest_mismatches.increment(1);
+                Err(FetchError::DigestMismatch(format!(
+                    "image {id} from {} failed digest verification; not cached",
+                    target.address
+                )))
             }
-            Response::Error {
-                kind: ErrorKind::NotFound,
-                ..
-            } => Err(FetchError::NotFound(id)),
-            Response::Error { message, .. } => Err(FetchError::Unavailable(message)),
-            other => Err(FetchError::Unavailable(format!(
-                "{} answered GetImage with {other:?}",
-                target.address
-            ))),
+            Err(error) => Err(FetchError::Unavailable(error.to_string())),
         }
     }
 

@@ -289,3 +289,76 @@ pub async fn resolve(address: &str) -> Result<SocketAddr, NetError> {
         .copied()
         .ok_or_else(|| resolve_error("no addresses".to_string()))
 }
+
+/// An image as a server sent it, verified against its digest.
+pub struct ImageReply {
+    pub meta: ImageMeta,
+    pub body: Bytes,
+    pub served_by: String,
+    pub outcome: crate::message::CacheOutcome,
+}
+
+/// Why a `GetImage` did not produce an image.
+#[derive(Debug, thiserror::Error)]
+pub enum GetImageError {
+    #[error("image {0} not found on the canonical")]
+    NotFound(crate::ids::ImageId),
+    /// The server answered with an error other than not-found.
+    #[error("{message}")]
+    Refused {
+        kind: crate::message::ErrorKind,
+        message: String,
+    },
+    #[error("{address} answered GetImage with an unexpected reply")]
+    Unexpected { address: String },
+    #[error(transparent)]
+    Net(#[from] NetError),
+}
+
+impl GetImageError {
+    /// Whether the body failed digest verification.
+    pub fn is_digest_mismatch(&self) -> bool {
+        matches!(
+            self,
+            GetImageError::Net(NetError::Frame {
+                source: FrameError::DigestMismatch { .. },
+                ..
+            })
+        )
+    }
+}
+
+impl Pool {
+    /// Asks `target` for image `id` and reads and verifies its body. The one place that
+    /// speaks the `GetImage` exchange from the requesting side (client, edge, console).
+    pub async fn get_image(
+        &self,
+        target: &Target,
+        id: crate::ids::ImageId,
+    ) -> Result<ImageReply, GetImageError> {
+        let mut exchange = self.call(target, &Request::GetImage { id }, None).await?;
+        match std::mem::replace(&mut exchange.response, Response::Ack) {
+            Response::Image {
+                meta,
+                served_by,
+                outcome,
+            } => {
+                let body = exchange.read_body(&meta).await?;
+                Ok(ImageReply {
+                    meta,
+                    body,
+                    served_by,
+                    outcome,
+                })
+            }
+            Response::Error {
+                kind: crate::message::ErrorKind::NotFound,
+                ..
+            } => Err(GetImageError::NotFound(id)),
+            Response::Error { kind, message } => Err(GetImageError::Refused { kind, message }),
+            _ => Err(GetImageError::Unexpected {
+                address: target.address.clone(),
+            }),
+        }
+    }
+}
