@@ -8,13 +8,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use proto::message::ErrorKind;
-use proto::metrics::Registry;
-use proto::server::{reply, reply_error, reply_image};
-use proto::tls::Credentials;
-use proto::{CacheOutcome, ImageId, Request, Response, Role};
+use net::metrics::Registry;
+use net::server::{reply, reply_error, reply_image};
+use net::tls::Credentials;
 use quinn::{RecvStream, SendStream};
 use tokio_util::sync::CancellationToken;
+use wire::message::ErrorKind;
+use wire::{CacheOutcome, ImageId, Request, Response, Role};
 
 pub use store::Store;
 
@@ -65,7 +65,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             }
         });
     }
-    let bound = proto::server::bind(
+    let bound = net::server::bind(
         config.listen,
         config.metrics,
         &config.credentials,
@@ -78,7 +78,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         registry: bound.registry.clone(),
     });
     tracing::info!(quic = %bound.quic, metrics = ?bound.metrics, "canonical serving");
-    let task = tokio::spawn(proto::server::serve(bound.endpoint, canonical, shutdown));
+    let task = tokio::spawn(net::server::serve(bound.endpoint, canonical, shutdown));
     Ok(Running {
         quic: bound.quic,
         metrics: bound.metrics,
@@ -112,7 +112,7 @@ fn not_found(id: ImageId) -> String {
     format!("image {id} not found on the canonical")
 }
 
-impl proto::server::Handler for Canonical {
+impl net::server::Handler for Canonical {
     async fn handle(
         self: Arc<Self>,
         peer: Role,

@@ -32,12 +32,12 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
-    proto::logging::init("info");
+    net::logging::init("info");
     let args = Args::parse();
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {}", proto::one_line(error.as_ref()));
+            eprintln!("error: {}", wire::one_line(error.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }
@@ -45,10 +45,10 @@ fn main() -> std::process::ExitCode {
 
 #[tokio::main]
 async fn run(args: Args) -> anyhow::Result<()> {
-    let credentials = proto::tls::Credentials::load(&args.certs)
+    let credentials = net::tls::Credentials::load(&args.certs)
         .with_context(|| format!("loading certificates from {}", args.certs.display()))?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(proto::signals::on_termination(shutdown.clone()));
+    tokio::spawn(net::signals::on_termination(shutdown.clone()));
     canonical::run(
         canonical::Config {
             name: args.name,

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use proto::message::content_type_for;
-use proto::{Digest, ImageId, ImageMeta};
+use wire::message::content_type_for;
+use wire::{Digest, ImageId, ImageMeta};
 
 use crate::samples;
 
@@ -114,7 +114,7 @@ impl Store {
             return Ok(None);
         };
         let body = Bytes::from(std::fs::read(&entry.path).map_err(io_error(&entry.path))?);
-        if proto::frame::verify(&entry.meta, &body).is_err() {
+        if net::frame::verify(&entry.meta, &body).is_err() {
             return Err(StoreError::Corrupt(id));
         }
         Ok(Some((entry.meta, body)))

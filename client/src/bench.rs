@@ -13,7 +13,7 @@ use rand_distr::{Distribution, Zipf};
 use serde::Serialize;
 
 use crate::Client;
-use proto::{CacheOutcome, ImageId};
+use wire::{CacheOutcome, ImageId};
 
 /// Highest latency the histogram records, in microseconds (a minute: far past any timeout).
 const MAX_LATENCY_MICROS: u64 = 60_000_000;

@@ -10,12 +10,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use proto::cluster::{ClusterFile, Member};
-use proto::message::ErrorKind;
-use proto::net::{GetImageError, NetError, Pool, Target};
-use proto::routing::{rank, Routing};
-use proto::tls::Credentials;
-use proto::{CacheOutcome, ImageId, ImageMeta, NodeIndex, NodeStatus, Request, Response, Role};
+use net::pool::{GetImageError, NetError, Pool, Target};
+use net::tls::Credentials;
+use wire::cluster::{ClusterFile, Member};
+use wire::message::ErrorKind;
+use wire::routing::{rank, Routing};
+use wire::{CacheOutcome, ImageId, ImageMeta, NodeIndex, NodeStatus, Request, Response, Role};
 
 /// How long one attempt on one edge may take before the client fails over to the next edge.
 /// A cold fetch of a multi-MB image through the leader fits easily; a dead edge whose
@@ -35,7 +35,7 @@ pub enum ClientError {
     #[error("image {0} not found on the canonical")]
     NotFound(ImageId),
     #[error(transparent)]
-    Cluster(#[from] proto::cluster::ClusterError),
+    Cluster(#[from] wire::cluster::ClusterError),
     #[error("loading the client certificate from {path}: {detail}; re-run `cargo xtask up`")]
     Credentials { path: String, detail: String },
     #[error(transparent)]
@@ -103,7 +103,7 @@ impl Client {
         let bind = "0.0.0.0:0"
             .parse()
             .map_err(|_| ClientError::Remote("bad bind address".into()))?;
-        let endpoint = proto::net::endpoint(bind, credentials, false)?;
+        let endpoint = net::pool::endpoint(bind, credentials, false)?;
         Ok(Client {
             cluster,
             pool: Pool::new(endpoint),
@@ -178,7 +178,7 @@ impl Client {
         }
         if answered.is_empty() {
             return Err(ClientError::NoEdges {
-                seconds: proto::limits::CONNECT_TIMEOUT.as_secs(),
+                seconds: wire::limits::CONNECT_TIMEOUT.as_secs(),
             });
         }
         Ok(answered.len())
@@ -300,7 +300,7 @@ impl Client {
         }
         let started = Instant::now();
         match tokio::time::timeout(
-            proto::limits::HEADER_TIMEOUT,
+            wire::limits::HEADER_TIMEOUT,
             self.pool.call(&target, &Request::Ping, None),
         )
         .await
@@ -316,7 +316,7 @@ impl Client {
         }
         if probe.rtt.is_some() && probe.member.index != 0 {
             if let Ok(Ok(exchange)) = tokio::time::timeout(
-                proto::limits::HEADER_TIMEOUT,
+                wire::limits::HEADER_TIMEOUT,
                 self.pool.call(&target, &Request::Status, None),
             )
             .await

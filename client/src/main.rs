@@ -8,8 +8,9 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use client::bench::{self, BenchConfig};
 use client::{Client, ClientError, Probe};
-use proto::routing::Routing;
-use proto::ImageId;
+use wire::routing::Routing;
+use wire::status::StatusRow;
+use wire::ImageId;
 
 /// Fetch images from a Flotilla cluster's edges, with routing and failover.
 #[derive(Parser, Debug)]
@@ -98,7 +99,7 @@ fn parse_range(text: &str) -> Result<(u64, u64), String> {
 }
 
 fn main() -> ExitCode {
-    proto::logging::init("warn");
+    net::logging::init("warn");
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -113,7 +114,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(args)) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {}", proto::one_line(error.as_ref()));
+            eprintln!("error: {}", wire::one_line(error.as_ref()));
             let bad_input = error
                 .downcast_ref::<ClientError>()
                 .is_some_and(ClientError::is_bad_input);
@@ -127,7 +128,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         RoutingArg::Rendezvous => Routing::Rendezvous,
         RoutingArg::Modulo => Routing::Modulo,
     };
-    let dir = proto::cluster::find_dir(args.cluster.as_deref()).map_err(ClientError::from)?;
+    let dir = wire::cluster::find_dir(args.cluster.as_deref()).map_err(ClientError::from)?;
     let client = Client::open(&dir, routing)?;
     match args.command {
         Command::GetImage { id, output } => {
@@ -251,7 +252,7 @@ fn write_atomic(path: &Path, body: &[u8]) -> anyhow::Result<()> {
 
 fn print_probes(probes: &[Probe], json: bool, with_status: bool) -> anyhow::Result<()> {
     if json {
-        let rows: Vec<serde_json::Value> = probes.iter().map(probe_json).collect();
+        let rows: Vec<StatusRow> = probes.iter().map(probe_json).collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
@@ -303,21 +304,30 @@ fn print_probes(probes: &[Probe], json: bool, with_status: bool) -> anyhow::Resu
     Ok(())
 }
 
-fn probe_json(probe: &Probe) -> serde_json::Value {
+fn probe_json(probe: &Probe) -> StatusRow {
     let status = probe.status.as_ref();
-    serde_json::json!({
-        "index": probe.member.index,
-        "name": probe.member.name,
-        "reachable": probe.rtt.is_some(),
-        "role": if probe.member.index == 0 { Some("canonical".to_string()) } else { status.map(|s| s.role.to_string()) },
-        "term": status.map(|s| s.term.0),
-        "leader": status.and_then(|s| s.leader.map(|l| l.0)),
-        "cache_items": status.map(|s| s.cache_items),
-        "cache_bytes": status.map(|s| s.cache_bytes),
-        "cache_hits": status.map(|s| s.cache_hits),
-        "cache_misses": status.map(|s| s.cache_misses),
-        "rtt_ms": probe.rtt.map(|rtt| rtt.as_secs_f64() * 1000.0),
-        "peer_rtt_ms": status.map(|s| s.peer_rtt_ms.iter().map(|(k, v)| (k.to_string(), serde_json::json!(*v))).collect::<serde_json::Map<_, _>>()),
-        "error": probe.error,
-    })
+    StatusRow {
+        index: probe.member.index,
+        name: probe.member.name.clone(),
+        reachable: probe.rtt.is_some(),
+        role: if probe.member.index == 0 {
+            Some("canonical".to_string())
+        } else {
+            status.map(|s| s.role.to_string())
+        },
+        term: status.map(|s| s.term.0),
+        leader: status.and_then(|s| s.leader.map(|l| l.0)),
+        cache_items: status.map(|s| s.cache_items),
+        cache_bytes: status.map(|s| s.cache_bytes),
+        cache_hits: status.map(|s| s.cache_hits),
+        cache_misses: status.map(|s| s.cache_misses),
+        rtt_ms: probe.rtt.map(|rtt| rtt.as_secs_f64() * 1000.0),
+        peer_rtt_ms: status.map(|s| {
+            s.peer_rtt_ms
+                .iter()
+                .map(|(peer, rtt)| (peer.to_string(), *rtt))
+                .collect()
+        }),
+        error: probe.error.clone(),
+    }
 }

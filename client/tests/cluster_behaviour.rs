@@ -5,8 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::{counter_with, wait_until, Options, TestCluster};
-use proto::routing::{rank, Routing};
-use proto::{ElectionRole, ImageId, NodeIndex};
+use wire::routing::{rank, Routing};
+use wire::{ElectionRole, ImageId, NodeIndex};
 
 /// Generous: the election settles in about a second; CI machines can be slow.
 const SETTLE: Duration = Duration::from_secs(20);
@@ -137,7 +137,7 @@ async fn losing_the_primary_lands_on_a_warm_replica() {
     assert_eq!(fetched.edge, ranked[1]);
     assert_eq!(
         fetched.outcome,
-        proto::CacheOutcome::Hit,
+        wire::CacheOutcome::Hit,
         "failover landed on a cold cache"
     );
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use client::ClientError;
 use common::{counter_with, Options, TestCluster};
-use proto::{CacheOutcome, ImageId};
+use wire::{CacheOutcome, ImageId};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_image_returns_the_canonical_png_byte_for_byte() {

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::{counter, wait_until, Options, TestCluster};
-use proto::ImageId;
+use wire::ImageId;
 
 fn scrape(address: std::net::SocketAddr) -> String {
     let mut stream = std::net::TcpStream::connect(address).expect("metrics port answers");
@@ -33,7 +33,7 @@ async fn metrics_show_every_peer_rtt_and_move_with_traffic() {
         ..Options::default()
     })
     .await;
-    let address = cluster.nodes[&proto::NodeIndex(1)]
+    let address = cluster.nodes[&wire::NodeIndex(1)]
         .running
         .metrics
         .expect("metrics bound");

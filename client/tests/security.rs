@@ -7,24 +7,23 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::{credentials, Options, TestCluster};
-use proto::election::{ElectionKind, ElectionMessage};
-use proto::message::ErrorKind;
-use proto::net::{Pool, Target};
-use proto::tls::{ClusterCa, Role};
-use proto::{CacheOutcome, Digest, ImageId, ImageMeta, NodeIndex, Request, Response, Term};
+use net::pool::{Pool, Target};
+use net::tls::Credentials;
 use tokio_util::sync::CancellationToken;
+use wire::election::{ElectionKind, ElectionMessage};
+use wire::message::ErrorKind;
+use wire::pki::ClusterCa;
+use wire::Role;
+use wire::{CacheOutcome, Digest, ImageId, ImageMeta, NodeIndex, Request, Response, Term};
 
-fn pool_with(credentials: &proto::tls::Credentials) -> Pool {
-    Pool::new(proto::net::endpoint("127.0.0.1:0".parse().unwrap(), credentials, false).unwrap())
+fn pool_with(credentials: &Credentials) -> Pool {
+    Pool::new(net::pool::endpoint("127.0.0.1:0".parse().unwrap(), credentials, false).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_from_another_ca_is_rejected() {
     let cluster = TestCluster::start(Options::default()).await;
-    let stranger = ClusterCa::generate()
-        .unwrap()
-        .credentials(Role::Client)
-        .unwrap();
+    let stranger = Credentials::issue(&ClusterCa::generate().unwrap(), Role::Client).unwrap();
     let pool = pool_with(&stranger);
     let target = Target::new(cluster.file.nodes[0].quic.clone(), Role::Node(NodeIndex(1)));
     let result = pool.call(&target, &Request::Ping, None).await;
@@ -109,7 +108,7 @@ async fn send_raw(pool: &Pool, target: &Target, bytes: &[u8]) -> Option<Response
     let _ = send.finish();
     let read = tokio::time::timeout(
         std::time::Duration::from_secs(10),
-        proto::frame::read_header(&mut recv),
+        net::frame::read_header(&mut recv),
     )
     .await;
     match read {
@@ -172,7 +171,7 @@ async fn malformed_and_oversized_frames_never_stop_a_server() {
 /// An "origin" holding the canonical's certificate that corrupts every body it sends.
 struct CorruptingOrigin;
 
-impl proto::server::Handler for CorruptingOrigin {
+impl net::server::Handler for CorruptingOrigin {
     async fn handle(
         self: Arc<Self>,
         _peer: Role,
@@ -181,7 +180,7 @@ impl proto::server::Handler for CorruptingOrigin {
         _recv: quinn::RecvStream,
     ) {
         let Request::GetImage { id } = request else {
-            proto::server::reply_error(&mut send, ErrorKind::BadRequest, "only images here").await;
+            net::server::reply_error(&mut send, ErrorKind::BadRequest, "only images here").await;
             return;
         };
         let body = vec![7u8; 4096];
@@ -193,7 +192,7 @@ impl proto::server::Handler for CorruptingOrigin {
         };
         let mut corrupted = body;
         corrupted[100] ^= 1;
-        let _ = proto::server::reply_image(
+        let _ = net::server::reply_image(
             &mut send,
             meta,
             "evil",
@@ -207,14 +206,14 @@ impl proto::server::Handler for CorruptingOrigin {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_body_is_neither_cached_nor_returned() {
     let shutdown = CancellationToken::new();
-    let endpoint = proto::net::endpoint(
+    let endpoint = net::pool::endpoint(
         "127.0.0.1:0".parse().unwrap(),
         &credentials(Role::Canonical),
         true,
     )
     .unwrap();
     let origin_address = endpoint.local_addr().unwrap();
-    tokio::spawn(proto::server::serve(
+    tokio::spawn(net::server::serve(
         endpoint,
         Arc::new(CorruptingOrigin),
         shutdown.clone(),

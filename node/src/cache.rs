@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use lru::LruCache;
-use proto::{ImageId, ImageMeta};
+use wire::{ImageId, ImageMeta};
 
 /// A verified image held in memory.
 #[derive(Clone, Debug)]
@@ -124,7 +124,7 @@ impl ImageCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::Digest;
+    use wire::Digest;
 
     fn image(id: u64, size: usize) -> CachedImage {
         let body = Bytes::from(vec![id as u8; size]);

@@ -7,9 +7,9 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::time::Instant;
 
 use anyhow::Context as _;
-use proto::net::{Pool, Target};
-use proto::tls::Credentials;
-use proto::{ImageId, NodeStatus, Request, Response};
+use net::pool::{Pool, Target};
+use net::tls::Credentials;
+use wire::{ImageId, NodeStatus, Request, Response};
 
 const HELP: &str = "\
 commands:
@@ -24,7 +24,7 @@ commands:
 
 /// Runs the console against `target` until stdin ends or the user quits.
 pub async fn run(credentials: Credentials, target: String) -> anyhow::Result<()> {
-    let endpoint = proto::net::endpoint("0.0.0.0:0".parse()?, &credentials, false)?;
+    let endpoint = net::pool::endpoint("0.0.0.0:0".parse()?, &credentials, false)?;
     let pool = Pool::new(endpoint);
     let target = Target::new(target, credentials.role);
     let interactive = std::io::stdin().is_terminal();

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use proto::election::ElectionMessage;
-use proto::{NodeIndex, Request};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
+use wire::election::ElectionMessage;
+use wire::{NodeIndex, Request};
 
 use crate::election::{Config, Election, Output};
 use crate::peers::Peers;

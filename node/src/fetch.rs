@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use proto::message::ErrorKind;
-use proto::net::{GetImageError, Target};
-use proto::routing::{rank, Routing};
-use proto::{CacheOutcome, ImageId, ImageMeta, NodeIndex, Request, Response, Role, Term};
+use net::pool::{GetImageError, Target};
 use tokio::sync::watch;
+use wire::message::ErrorKind;
+use wire::routing::{rank, Routing};
+use wire::{CacheOutcome, ImageId, ImageMeta, NodeIndex, Request, Response, Role, Term};
 
 use crate::cache::CachedImage;
 use crate::Node;
@@ -143,14 +143,14 @@ impl Node {
             None => {
                 self.metrics.origin_fetches.increment(1);
                 let canonical = self.peers.canonical.clone();
-                self.fetch_from(&canonical, id, proto::limits::REQUEST_TIMEOUT)
+                self.fetch_from(&canonical, id, wire::limits::REQUEST_TIMEOUT)
                     .await?
             }
         };
         let inserted = self.cache.insert(image.clone());
         self.metrics.cache_evictions.increment(inserted.evicted);
         self.publish_cache_stats();
-        if fetched_from_origin && view.role == proto::ElectionRole::Leader {
+        if fetched_from_origin && view.role == wire::ElectionRole::Leader {
             let node = self.clone();
             let replica = image.clone();
             tokio::spawn(async move { node.replicate(replica, view.term, requester).await });
@@ -230,7 +230,7 @@ impl Node {
             meta: meta.clone(),
         };
         let call = self.peers.pool.call(&target, &request, Some(body));
-        match tokio::time::timeout(proto::limits::REQUEST_TIMEOUT, call).await {
+        match tokio::time::timeout(wire::limits::REQUEST_TIMEOUT, call).await {
             Ok(Ok(exchange)) => match exchange.response {
                 Response::Ack => Ok(()),
                 Response::Error { message, .. } => Err(message),

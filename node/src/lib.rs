@@ -18,11 +18,11 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use proto::net::Pool;
-use proto::tls::Credentials;
-use proto::{ElectionRole, NodeIndex, NodeStatus, Term};
+use net::pool::Pool;
+use net::tls::Credentials;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use wire::{ElectionRole, NodeIndex, NodeStatus, Term};
 
 use crate::cache::ImageCache;
 use crate::fetch::InFlight;
@@ -110,7 +110,7 @@ impl Node {
     }
 
     /// Hands an election message from edge `from` to the election driver.
-    pub fn on_election_message(&self, from: NodeIndex, message: proto::election::ElectionMessage) {
+    pub fn on_election_message(&self, from: NodeIndex, message: wire::election::ElectionMessage) {
         if let Some(elector) = self.elector.get() {
             elector.receive(from, message);
         }
@@ -165,13 +165,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         config.index
     );
     anyhow::ensure!(
-        config.credentials.role == proto::Role::Node(config.index),
+        config.credentials.role == wire::Role::Node(config.index),
         "the certificate is for {}, not node-{}; pass the certificate folder of node {}",
         config.credentials.role,
         config.index,
         config.index
     );
-    let bound = proto::server::bind(
+    let bound = net::server::bind(
         config.listen,
         config.metrics,
         &config.credentials,
@@ -207,7 +207,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     node.publish_cache_stats();
     tokio::spawn(peers.monitor(metrics, shutdown.clone()));
     tracing::info!(index = %node.config.index, quic = %bound.quic, metrics = ?bound.metrics, "edge serving");
-    let task = tokio::spawn(proto::server::serve(bound.endpoint, node.clone(), shutdown));
+    let task = tokio::spawn(net::server::serve(bound.endpoint, node.clone(), shutdown));
     Ok(Running {
         quic: bound.quic,
         metrics: bound.metrics,

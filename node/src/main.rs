@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use proto::NodeIndex;
 use tokio_util::sync::CancellationToken;
+use wire::NodeIndex;
 
 /// A Flotilla edge node: caches images, elects a leader with its peers, serves clients.
 #[derive(Parser, Debug)]
@@ -77,11 +77,11 @@ fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let console = matches!(args.command, Command::Console { .. });
     // The console's output is for a human; keep library logs out of it.
-    proto::logging::init(if console { "warn" } else { "info" });
+    net::logging::init(if console { "warn" } else { "info" });
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {}", proto::one_line(error.as_ref()));
+            eprintln!("error: {}", wire::one_line(error.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }
@@ -91,12 +91,12 @@ fn main() -> std::process::ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Console { certs, target } => {
-            let credentials = proto::tls::Credentials::load(&certs)
+            let credentials = net::tls::Credentials::load(&certs)
                 .with_context(|| format!("loading certificates from {}", certs.display()))?;
             node::console::run(credentials, target).await
         }
         Command::Serve(serve) => {
-            let credentials = proto::tls::Credentials::load(&serve.certs)
+            let credentials = net::tls::Credentials::load(&serve.certs)
                 .with_context(|| format!("loading certificates from {}", serve.certs.display()))?;
             let mut peers = BTreeMap::new();
             for (index, address) in serve.peers {
@@ -106,7 +106,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 );
             }
             let shutdown = CancellationToken::new();
-            tokio::spawn(proto::signals::on_termination(shutdown.clone()));
+            tokio::spawn(net::signals::on_termination(shutdown.clone()));
             node::run(
                 node::Config {
                     name: serve

@@ -2,8 +2,8 @@
 //! increments atomics.
 
 use metrics::{Counter, Gauge};
-use proto::metrics::Registry;
-use proto::NodeIndex;
+use net::metrics::Registry;
+use wire::NodeIndex;
 
 /// Every metric an edge exports.
 pub struct NodeMetrics {

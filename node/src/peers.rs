@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use proto::net::{Pool, Target};
-use proto::{NodeIndex, Request, Response, Role};
+use net::pool::{Pool, Target};
 use tokio_util::sync::CancellationToken;
+use wire::{NodeIndex, Request, Response, Role};
 
 use crate::metrics::NodeMetrics;
 

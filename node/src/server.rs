@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use proto::message::ErrorKind;
-use proto::server::{reply, reply_error, reply_image, Handler};
-use proto::{ImageMeta, Request, Response, Role, Term};
+use net::server::{reply, reply_error, reply_image, Handler};
 use quinn::{RecvStream, SendStream};
+use wire::message::ErrorKind;
+use wire::{ImageMeta, Request, Response, Role, Term};
 
 use crate::cache::CachedImage;
 use crate::Node;
@@ -78,7 +78,7 @@ impl Handler for Node {
 impl Node {
     async fn image_size(
         self: &Arc<Self>,
-        id: proto::ImageId,
+        id: wire::ImageId,
         peer: Role,
         send: &mut SendStream,
     ) -> &'static str {
@@ -96,7 +96,7 @@ impl Node {
         // Metadata only: ask the canonical for the size, never move the image.
         let canonical = self.peers.canonical.clone();
         let answer = tokio::time::timeout(
-            proto::limits::REQUEST_TIMEOUT,
+            wire::limits::REQUEST_TIMEOUT,
             self.peers
                 .pool
                 .call(&canonical, &Request::ImageSize { id }, None),
@@ -158,8 +158,8 @@ impl Node {
             return "stale";
         }
         let body = tokio::time::timeout(
-            proto::limits::REQUEST_TIMEOUT,
-            proto::frame::read_body(recv, &meta),
+            wire::limits::REQUEST_TIMEOUT,
+            net::frame::read_body(recv, &meta),
         )
         .await;
         match body {
@@ -172,7 +172,7 @@ impl Node {
             }
             Ok(Err(error)) => {
                 tracing::warn!(%peer, %error, "replica rejected");
-                if matches!(error, proto::frame::FrameError::DigestMismatch { .. }) {
+                if matches!(error, net::frame::FrameError::DigestMismatch { .. }) {
                     self.metrics.digest_mismatches.increment(1);
                 }
                 reply_error(send, ErrorKind::DigestMismatch, error.to_string()).await;

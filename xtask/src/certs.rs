@@ -15,7 +15,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::Context;
-use proto::tls::{ClusterCa, Role, CA_FILE, CERT_FILE, KEY_FILE};
+use wire::pki::{ClusterCa, Role, CA_FILE, CERT_FILE, KEY_FILE};
 
 use crate::project::Project;
 
@@ -124,8 +124,8 @@ fn write(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::tls::Credentials;
-    use proto::NodeIndex;
+    use net::tls::Credentials;
+    use wire::NodeIndex;
 
     #[test]
     fn credentials_load_and_survive_a_second_up() {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use proto::cluster::{CLUSTER_DIR, CLUSTER_ENV};
+use wire::cluster::{CLUSTER_DIR, CLUSTER_ENV};
 
 use crate::UsageError;
 

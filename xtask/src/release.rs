@@ -136,7 +136,7 @@ pub fn build_images(
             .with_context(|| format!("reading {}", dockerfile.display()))?;
         let body =
             std::fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
-        let digest = proto::Digest::of(
+        let digest = wire::Digest::of(
             &[
                 CONTEXT_VERSION.as_bytes(),
                 recipe.as_slice(),

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use anyhow::Context;
-use proto::cluster::{ClusterFile, Member, CLUSTER_FILE};
-use proto::{NodeIndex, Role};
 use serde::{Deserialize, Serialize};
+use wire::cluster::{ClusterFile, Member, CLUSTER_FILE};
+use wire::{NodeIndex, Role};
 
 use crate::netem::Shaping;
 use crate::UsageError;

@@ -9,11 +9,13 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use client::Client;
-use proto::cluster::{ClusterFile, Member};
-use proto::routing::Routing;
-use proto::tls::{ClusterCa, Credentials, Role};
-use proto::NodeIndex;
+use net::tls::Credentials;
 use tokio_util::sync::CancellationToken;
+use wire::cluster::{ClusterFile, Member};
+use wire::pki::ClusterCa;
+use wire::routing::Routing;
+use wire::NodeIndex;
+use wire::Role;
 
 /// One CA for every test in the binary; certificates are issued per test from it.
 pub fn test_ca() -> &'static ClusterCa {
@@ -22,9 +24,7 @@ pub fn test_ca() -> &'static ClusterCa {
 }
 
 pub fn credentials(role: Role) -> Credentials {
-    test_ca()
-        .credentials(role)
-        .expect("issuing a test certificate")
+    Credentials::issue(test_ca(), role).expect("issuing a test certificate")
 }
 
 /// A free UDP port on 127.0.0.1 (bound and released; tests run on loopback only).

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use proto::NodeIndex;
+use wire::NodeIndex;
 
-/// How often a leader sends [`proto::election::ElectionKind::Heartbeat`] to every peer.
+/// How often a leader sends [`wire::election::ElectionKind::Heartbeat`] to every peer.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How long a follower goes without a heartbeat from a higher leader before it starts an

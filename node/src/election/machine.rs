@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use proto::election::{ElectionKind, ElectionMessage};
-use proto::{ElectionRole, NodeIndex, Term};
+use wire::election::{ElectionKind, ElectionMessage};
+use wire::{ElectionRole, NodeIndex, Term};
 
 use super::config::Config;
 use super::members::Members;

@@ -6,7 +6,7 @@
 //! a term it owns and voters refuse any other, so two different nodes can never lead the same
 //! term even if a restarted voter, having forgotten its vote, votes twice in one term.
 
-use proto::{NodeIndex, Term};
+use wire::{NodeIndex, Term};
 
 /// The fixed set of configured edges, sorted by index, never empty.
 #[derive(Clone, Debug, PartialEq, Eq)]

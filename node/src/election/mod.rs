@@ -81,8 +81,8 @@ pub use config::{
 };
 pub use machine::Election;
 
-use proto::election::ElectionMessage;
-use proto::{NodeIndex, Term};
+use wire::election::ElectionMessage;
+use wire::{NodeIndex, Term};
 
 /// What the state machine asks its driver to do.
 #[derive(Clone, Debug, PartialEq, Eq)]

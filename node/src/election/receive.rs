@@ -3,8 +3,8 @@
 
 use std::time::Instant;
 
-use proto::election::{ElectionKind, ElectionMessage};
-use proto::NodeIndex;
+use wire::election::{ElectionKind, ElectionMessage};
+use wire::NodeIndex;
 
 use super::machine::{Election, Phase};
 use super::Output;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use proto::{ElectionRole, NodeIndex, Term};
+use wire::{ElectionRole, NodeIndex, Term};
 
 use super::sim::Sim;
 

@@ -6,10 +6,10 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::time::{Duration, Instant};
 
-use proto::election::ElectionMessage;
-use proto::NodeIndex;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use wire::election::ElectionMessage;
+use wire::NodeIndex;
 
 use super::checker::{settled_violation, Checker};
 use super::{Config, Election, Output};

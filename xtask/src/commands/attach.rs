@@ -16,7 +16,7 @@ use crate::Exit;
 #[derive(Debug, clap::Args)]
 pub struct Attach {
     /// Node index.
-    node: proto::NodeIndex,
+    node: wire::NodeIndex,
 }
 
 impl Attach {

@@ -52,7 +52,7 @@ impl FromStr for Group {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         text.split(',')
             .map(|part| {
-                part.parse::<proto::NodeIndex>()
+                part.parse::<wire::NodeIndex>()
                     .map(|index| index.0)
                     .map_err(|_| format!("`{text}` is not a group of node indices such as 1,2"))
             })

@@ -73,7 +73,7 @@ fn parse_interval(text: &str) -> Result<f64, String> {
 impl Top {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
         let project = Project::locate()?;
-        let cluster = proto::cluster::ClusterFile::load(&project.cluster_dir)
+        let cluster = wire::cluster::ClusterFile::load(&project.cluster_dir)
             .context("reading the cluster description")?;
         let client = client::binary(&project)?;
         let interval = Duration::from_secs_f64(self.interval);

@@ -206,7 +206,7 @@ impl Suite<'_> {
         peers: &[u16],
         wanted: impl Fn(f64) -> bool,
     ) -> anyhow::Result<Result<String, String>> {
-        let cluster = proto::cluster::ClusterFile::load(&self.cluster_dir)?;
+        let cluster = wire::cluster::ClusterFile::load(&self.cluster_dir)?;
         let label = format!("node_{SLOWED}");
         let mut seen = Vec::new();
         let mut all = true;

@@ -22,8 +22,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use xshell::{cmd, Shell};
 
-use proto::routing::{rank, Routing};
-use proto::{ImageId, NodeIndex};
+use wire::routing::{rank, Routing};
+use wire::{ImageId, NodeIndex};
 
 use crate::client;
 use crate::docker::{self, CLUSTER_LABEL};
@@ -291,9 +291,9 @@ impl Suite<'_> {
                 fetched_bytes == original_bytes,
                 "image {id}: the edges returned {} bytes (sha256 {}), the canonical holds {} bytes (sha256 {})",
                 fetched_bytes.len(),
-                proto::Digest::of(&fetched_bytes),
+                wire::Digest::of(&fetched_bytes),
                 original_bytes.len(),
-                proto::Digest::of(&original_bytes)
+                wire::Digest::of(&original_bytes)
             );
             let size = self.client_ok(&["get-image-size", &id.to_string()], &self.work)?;
             anyhow::ensure!(
@@ -404,7 +404,7 @@ impl Suite<'_> {
             anyhow::ensure!(left.is_empty(), "a {kind} is left: {left}");
         }
         anyhow::ensure!(
-            !self.cluster_dir.join(proto::cluster::CLUSTER_FILE).exists(),
+            !self.cluster_dir.join(wire::cluster::CLUSTER_FILE).exists(),
             "cluster.toml is left"
         );
         // `logs --out` wrote into a folder of the user's: `down` must not touch it.
@@ -504,7 +504,7 @@ impl Suite<'_> {
         let mut command = Command::new(program);
         command
             .current_dir(&self.project.root)
-            .env(proto::cluster::CLUSTER_ENV, &self.cluster_dir);
+            .env(wire::cluster::CLUSTER_ENV, &self.cluster_dir);
         command
     }
 

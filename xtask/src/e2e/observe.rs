@@ -24,7 +24,7 @@ const LOGS_DIR: &str = "collected-logs";
 
 impl Suite<'_> {
     pub(super) fn metrics(&self) -> anyhow::Result<()> {
-        let cluster = proto::cluster::ClusterFile::load(&self.cluster_dir)?;
+        let cluster = wire::cluster::ClusterFile::load(&self.cluster_dir)?;
         let members: Vec<_> = std::iter::once(&cluster.canonical)
             .chain(&cluster.nodes)
             .collect();

@@ -13,9 +13,10 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::frame::{self, FrameError};
-use crate::limits::HEADER_TIMEOUT;
-use crate::message::{CacheOutcome, ErrorKind, ImageMeta, Request, Response};
-use crate::tls::{self, Role};
+use crate::tls;
+use wire::limits::HEADER_TIMEOUT;
+use wire::message::{CacheOutcome, ErrorKind, ImageMeta, Request, Response};
+use wire::Role;
 
 /// A server's bound sockets: the QUIC endpoint and, when asked for, the metrics endpoint.
 pub struct Bound {
@@ -31,7 +32,7 @@ pub enum BindError {
     #[error("binding QUIC on {address}: {source}")]
     Quic {
         address: std::net::SocketAddr,
-        source: crate::net::NetError,
+        source: crate::pool::NetError,
     },
     #[error("binding metrics on {address}: {source}; is another cluster using the port?")]
     Metrics {
@@ -52,9 +53,9 @@ pub async fn bind(
         address: listen,
         source,
     };
-    let endpoint = crate::net::endpoint(listen, credentials, true).map_err(quic_error)?;
+    let endpoint = crate::pool::endpoint(listen, credentials, true).map_err(quic_error)?;
     let quic = endpoint.local_addr().map_err(|source| {
-        quic_error(crate::net::NetError::Bind {
+        quic_error(crate::pool::NetError::Bind {
             address: listen,
             source,
         })

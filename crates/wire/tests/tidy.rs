@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("proto sits inside the workspace")
+        .ancestors()
+        .nth(2)
+        .expect("crates/wire sits two levels inside the workspace")
         .to_path_buf()
 }
 
@@ -30,7 +31,7 @@ fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
 fn sources() -> Vec<(PathBuf, String)> {
     let root = workspace_root();
     let mut files = Vec::new();
-    for crate_dir in ["proto", "canonical", "node", "client", "xtask"] {
+    for crate_dir in ["crates", "canonical", "node", "client", "xtask"] {
         rust_files(&root.join(crate_dir), &mut files);
     }
     assert!(files.len() > 20, "found only {} Rust files", files.len());
@@ -64,9 +65,11 @@ fn libraries_do_not_print_and_nothing_calls_dbg() {
     let mut offenders = Vec::new();
     for (path, text) in sources() {
         let name = path.to_string_lossy();
-        let library = ["/proto/src/", "/canonical/src/", "/node/src/"]
+        let library = ["/crates/", "/canonical/src/", "/node/src/"]
             .iter()
             .any(|dir| name.contains(dir))
+            && name.contains("/src/")
+            && !name.contains("/src/bin/")
             && !name.ends_with("main.rs")
             // The console is a terminal UI: printing is its job.
             && !name.ends_with("console.rs");
@@ -82,4 +85,46 @@ fn libraries_do_not_print_and_nothing_calls_dbg() {
         }
     }
     assert!(offenders.is_empty(), "stray output: {offenders:#?}");
+}
+
+/// Crates that must stay free of the async runtime and the network stack, so that the
+/// compiler (not a convention) keeps the wire types and the election logic IO-free.
+const IO_FREE_CRATES: &[&str] = &["crates/wire"];
+
+/// Dependencies those crates may not have, not even as dev-dependencies.
+const NETWORK_STACK: &[&str] = &[
+    "tokio",
+    "tokio-util",
+    "quinn",
+    "quinn-proto",
+    "rustls",
+    "net",
+];
+
+#[test]
+fn wire_and_election_have_no_network_stack() {
+    let root = workspace_root();
+    let mut offenders = Vec::new();
+    for krate in IO_FREE_CRATES {
+        let manifest = root.join(krate).join("Cargo.toml");
+        let Ok(text) = std::fs::read_to_string(&manifest) else {
+            offenders.push(format!("{krate}: no Cargo.toml"));
+            continue;
+        };
+        let table: toml::Table = text.parse().expect("a valid Cargo.toml");
+        for section in ["dependencies", "dev-dependencies", "build-dependencies"] {
+            let Some(dependencies) = table.get(section).and_then(|v| v.as_table()) else {
+                continue;
+            };
+            for name in dependencies.keys() {
+                if NETWORK_STACK.contains(&name.as_str()) {
+                    offenders.push(format!("{krate} [{section}] {name}"));
+                }
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "IO in an IO-free crate: {offenders:?}"
+    );
 }

@@ -1,16 +1,17 @@
-//! Flotilla's wire protocol: the only crate that defines types sent between processes.
+//! Flotilla's wire protocol: the only crate that defines types sent between processes, and the
+//! files and rows other processes read (`cluster.toml`, the status JSON).
 //!
 //! - [`ids`]: newtypes for node indices, image ids, terms and digests.
 //! - [`message`]: requests and responses, one request per bidirectional QUIC stream.
 //! - [`election`]: election and heartbeat messages exchanged between edges.
 //! - [`frame`]: the length-prefixed CBOR header and the raw image body that follows it.
 //! - [`limits`]: every bound a reader enforces, as named constants.
-//! - [`tls`]: the cluster CA, per-role certificates and mutual-TLS QUIC configs.
-//! - [`net`]: QUIC endpoints and a pool of long-lived connections.
-//! - [`server`]: the accept loop shared by the canonical and the edges.
+//! - [`pki`]: certificate roles, the cluster CA and issuing certificates (rcgen, no TLS stack).
 //! - [`cluster`]: the `.cluster/cluster.toml` description shared by xtask and the client.
 //! - [`routing`]: rendezvous hashing that clients and the leader agree on.
-//! - [`metrics`]: a per-process Prometheus registry and its HTTP exposition.
+//! - [`status`]: one row of `client status --json` / `client ping --json`.
+//!
+//! No tokio, no quinn, no rustls: the network stack over these types is the `net` crate.
 
 pub mod cluster;
 pub mod election;
@@ -18,35 +19,15 @@ pub mod frame;
 pub mod ids;
 pub mod limits;
 pub mod message;
-pub mod metrics;
-pub mod net;
+pub mod pki;
 pub mod routing;
-pub mod server;
-pub mod signals;
-
-/// Logging set-up shared by the binaries.
-pub mod logging {
-    /// Logs to stderr, filtered by `RUST_LOG` (else `default_filter`), in colour only on a
-    /// terminal so container logs and log files stay plain text.
-    pub fn init(default_filter: &str) {
-        use tracing_subscriber::EnvFilter;
-        tracing_subscriber::fmt()
-            .with_env_filter(
-                EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| EnvFilter::new(default_filter)),
-            )
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
-    }
-}
-pub mod tls;
+pub mod status;
 
 pub use ids::{Digest, ImageId, NodeIndex, Term};
 pub use message::{
     CacheOutcome, ElectionRole, ErrorKind, ImageMeta, NodeStatus, Request, Response,
 };
-pub use tls::Role;
+pub use pki::Role;
 
 /// The ALPN protocol id every Flotilla QUIC connection negotiates.
 pub const ALPN: &[u8] = b"flotilla/1";

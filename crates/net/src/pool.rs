@@ -10,9 +10,10 @@ use quinn::{Connection, Endpoint, RecvStream};
 use tokio::time::timeout;
 
 use crate::frame::{self, FrameError};
-use crate::limits::{CONNECT_TIMEOUT, HEADER_TIMEOUT, SOCKET_BUFFER_BYTES};
-use crate::message::{ImageMeta, Request, Response};
-use crate::tls::{Credentials, Role, TlsError};
+use crate::tls::{Credentials, TlsError};
+use wire::limits::{CONNECT_TIMEOUT, HEADER_TIMEOUT, SOCKET_BUFFER_BYTES};
+use wire::message::{ImageMeta, Request, Response};
+use wire::Role;
 
 /// A transport failure while talking to a peer.
 #[derive(Debug, thiserror::Error)]
@@ -295,18 +296,18 @@ pub struct ImageReply {
     pub meta: ImageMeta,
     pub body: Bytes,
     pub served_by: String,
-    pub outcome: crate::message::CacheOutcome,
+    pub outcome: wire::message::CacheOutcome,
 }
 
 /// Why a `GetImage` did not produce an image.
 #[derive(Debug, thiserror::Error)]
 pub enum GetImageError {
     #[error("image {0} not found on the canonical")]
-    NotFound(crate::ids::ImageId),
+    NotFound(wire::ImageId),
     /// The server answered with an error other than not-found.
     #[error("{message}")]
     Refused {
-        kind: crate::message::ErrorKind,
+        kind: wire::message::ErrorKind,
         message: String,
     },
     #[error("{address} answered GetImage with an unexpected reply")]
@@ -334,7 +335,7 @@ impl Pool {
     pub async fn get_image(
         &self,
         target: &Target,
-        id: crate::ids::ImageId,
+        id: wire::ImageId,
     ) -> Result<ImageReply, GetImageError> {
         let mut exchange = self.call(target, &Request::GetImage { id }, None).await?;
         match std::mem::replace(&mut exchange.response, Response::Ack) {
@@ -352,7 +353,7 @@ impl Pool {
                 })
             }
             Response::Error {
-                kind: crate::message::ErrorKind::NotFound,
+                kind: wire::message::ErrorKind::NotFound,
                 ..
             } => Err(GetImageError::NotFound(id)),
             Response::Error { kind, message } => Err(GetImageError::Refused { kind, message }),

@@ -1,52 +1,14 @@
-//! Framing on a stream: a big-endian `u32` length, that many bytes of CBOR header, then for
-//! images exactly `size` raw bytes. Bodies are never CBOR-encoded, so cached `Bytes` go to the
-//! stream without a copy. Every read here is bounded in size; callers bound it in time.
+//! Framing on a stream: the async readers and writers over `wire::frame`'s codec. Every read here
+//! is bounded in size (the codec refuses a length before it is allocated); callers bound it in
+//! time.
 
 use bytes::{Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::ids::Digest;
-use crate::limits::{MAX_HEADER_BYTES, MAX_IMAGE_BYTES};
-use crate::message::ImageMeta;
-
-/// A framing failure. Each one ends the stream; none of them ends the connection or server.
-#[derive(Debug, thiserror::Error)]
-pub enum FrameError {
-    #[error("stream closed before a complete header arrived")]
-    Truncated,
-    #[error("header of {0} bytes exceeds the limit of {MAX_HEADER_BYTES} bytes")]
-    HeaderTooLarge(u32),
-    #[error("malformed header: {0}")]
-    Malformed(String),
-    #[error("body of {0} bytes exceeds the limit of {MAX_IMAGE_BYTES} bytes")]
-    BodyTooLarge(u64),
-    #[error("body ended after {received} of {expected} bytes")]
-    BodyTruncated { received: u64, expected: u64 },
-    #[error("body is longer than the {expected} bytes announced")]
-    BodyTooLong { expected: u64 },
-    #[error("digest mismatch for image {id}: expected {expected}, got {actual}")]
-    DigestMismatch {
-        id: u64,
-        expected: Digest,
-        actual: Digest,
-    },
-    #[error("stream i/o: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-/// Encodes `header` as CBOR behind its length prefix, in one buffer.
-pub fn encode_header<T: Serialize>(header: &T) -> Result<Vec<u8>, FrameError> {
-    let mut buffer = vec![0u8; 4];
-    ciborium::into_writer(header, &mut buffer).map_err(|e| FrameError::Malformed(e.to_string()))?;
-    let length = (buffer.len() - 4) as u32;
-    if length > MAX_HEADER_BYTES {
-        return Err(FrameError::HeaderTooLarge(length));
-    }
-    buffer[..4].copy_from_slice(&length.to_be_bytes());
-    Ok(buffer)
-}
+pub use wire::frame::{encode_header, verify, FrameError};
+use wire::message::ImageMeta;
 
 /// Writes one length-prefixed CBOR header.
 pub async fn write_header<W, T>(writer: &mut W, header: &T) -> Result<(), FrameError>
@@ -59,7 +21,7 @@ where
     Ok(())
 }
 
-/// Reads one length-prefixed CBOR header, refusing anything over [`MAX_HEADER_BYTES`].
+/// Reads one length-prefixed CBOR header, refusing an oversized length before allocating.
 pub async fn read_header<R, T>(reader: &mut R) -> Result<T, FrameError>
 where
     R: AsyncRead + Unpin,
@@ -73,11 +35,7 @@ where
             std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
             _ => FrameError::Io(error),
         })?;
-    let length = u32::from_be_bytes(prefix);
-    if length > MAX_HEADER_BYTES {
-        return Err(FrameError::HeaderTooLarge(length));
-    }
-    let mut buffer = vec![0u8; length as usize];
+    let mut buffer = vec![0u8; wire::frame::header_length(prefix)?];
     reader
         .read_exact(&mut buffer)
         .await
@@ -85,7 +43,7 @@ where
             std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
             _ => FrameError::Io(error),
         })?;
-    ciborium::from_reader(buffer.as_slice()).map_err(|e| FrameError::Malformed(e.to_string()))
+    wire::frame::decode_header(&buffer)
 }
 
 /// Reads exactly `meta.size` body bytes, checks that nothing follows, and verifies the digest.
@@ -94,10 +52,7 @@ pub async fn read_body<R>(reader: &mut R, meta: &ImageMeta) -> Result<Bytes, Fra
 where
     R: AsyncRead + Unpin,
 {
-    if meta.size > MAX_IMAGE_BYTES {
-        return Err(FrameError::BodyTooLarge(meta.size));
-    }
-    let expected = meta.size as usize;
+    let expected = wire::frame::body_length(meta)?;
     let mut body = BytesMut::with_capacity(expected);
     while body.len() < expected {
         // Never let a read grow the buffer past the announced size.
@@ -121,30 +76,12 @@ where
     Ok(body)
 }
 
-/// Checks `body` against the size and digest in `meta`.
-pub fn verify(meta: &ImageMeta, body: &[u8]) -> Result<(), FrameError> {
-    if body.len() as u64 != meta.size {
-        return Err(FrameError::BodyTruncated {
-            received: body.len() as u64,
-            expected: meta.size,
-        });
-    }
-    let actual = Digest::of(body);
-    if actual != meta.digest {
-        return Err(FrameError::DigestMismatch {
-            id: meta.id.0,
-            expected: meta.digest,
-            actual,
-        });
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::ImageId;
-    use crate::message::{Request, Response};
+    use wire::limits::MAX_HEADER_BYTES;
+    use wire::message::{Request, Response};
+    use wire::{Digest, ImageId};
 
     fn meta_for(body: &[u8]) -> ImageMeta {
         ImageMeta {

@@ -1,37 +1,27 @@
-//! Mutual TLS from the cluster CA: making the CA, issuing one certificate per role, loading
-//! credentials from disk, and building QUIC configs that accept only peers signed by the CA.
+//! Mutual TLS from the cluster CA: loading credentials from disk and building QUIC configs that
+//! accept only peers signed by the CA. Making the CA and issuing certificates is `wire::pki`.
 //!
 //! A peer's role is the DNS name in its certificate (`node-3.flotilla`, `canonical.flotilla`,
 //! `client.flotilla`). Servers are dialled by that name, not by host name, so a certificate
 //! stays valid whatever the container or host is called.
 
-use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use serde::{Deserialize, Serialize};
-
-use crate::ids::NodeIndex;
-use crate::limits;
-use crate::ALPN;
-
-/// Suffix of every Flotilla certificate name.
-const NAME_SUFFIX: &str = ".flotilla";
+use wire::limits;
+use wire::pki::{ClusterCa, PkiError, CA_FILE, CERT_FILE, KEY_FILE};
+use wire::{Role, ALPN};
 
 /// A TLS setup or verification failure.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("certificate generation failed: {0}")]
-    Generate(#[from] rcgen::Error),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
     #[error("reading {path}: {source}")]
     Read {
         path: String,
@@ -50,140 +40,6 @@ pub enum TlsError {
     #[error("peer certificate names no flotilla role")]
     UnknownRole,
 }
-
-/// Who a certificate belongs to. Authorization decisions use this, never message fields.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Role {
-    /// Edge node with this index.
-    Node(NodeIndex),
-    /// The canonical origin.
-    Canonical,
-    /// A user's client.
-    Client,
-}
-
-impl Role {
-    /// Short stem: `node-3`, `canonical`, `client`.
-    pub fn stem(&self) -> String {
-        match self {
-            Role::Node(index) => format!("node-{index}"),
-            Role::Canonical => "canonical".to_string(),
-            Role::Client => "client".to_string(),
-        }
-    }
-
-    /// The DNS name in this role's certificate, and the name servers are dialled by.
-    pub fn server_name(&self) -> String {
-        format!("{}{NAME_SUFFIX}", self.stem())
-    }
-
-    /// Parses a certificate DNS name back into a role.
-    pub fn from_server_name(name: &str) -> Option<Role> {
-        let stem = name.strip_suffix(NAME_SUFFIX)?;
-        match stem {
-            "canonical" => Some(Role::Canonical),
-            "client" => Some(Role::Client),
-            _ => {
-                let index: u16 = stem.strip_prefix("node-")?.parse().ok()?;
-                (index > 0).then_some(Role::Node(NodeIndex(index)))
-            }
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.stem())
-    }
-}
-
-/// A certificate and its private key, both PEM.
-#[derive(Clone, Debug)]
-pub struct IssuedCert {
-    pub cert_pem: String,
-    pub key_pem: String,
-}
-
-/// The cluster CA: a self-signed ECDSA P-256 certificate that signs every other one.
-pub struct ClusterCa {
-    cert_pem: String,
-    key_pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl ClusterCa {
-    /// Makes a fresh CA.
-    pub fn generate() -> Result<ClusterCa, TlsError> {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "Flotilla cluster CA");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let cert = params.self_signed(&key)?;
-        Ok(ClusterCa {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            issuer: Issuer::new(params, key),
-        })
-    }
-
-    /// Loads an existing CA from its certificate and key.
-    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<ClusterCa, TlsError> {
-        let key = KeyPair::from_pem(key_pem)?;
-        let issuer = Issuer::from_ca_cert_pem(cert_pem, key)?;
-        Ok(ClusterCa {
-            cert_pem: cert_pem.to_string(),
-            key_pem: key_pem.to_string(),
-            issuer,
-        })
-    }
-
-    /// The CA certificate, PEM.
-    pub fn cert_pem(&self) -> &str {
-        &self.cert_pem
-    }
-
-    /// The CA private key, PEM. Only the launcher keeps it.
-    pub fn key_pem(&self) -> &str {
-        &self.key_pem
-    }
-
-    /// Issues a leaf certificate for `role`, usable both as TLS server and client.
-    pub fn issue(&self, role: Role) -> Result<IssuedCert, TlsError> {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let mut params = CertificateParams::new(vec![role.server_name()])?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, role.stem());
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(IssuedCert {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
-    }
-
-    /// Issues a certificate for `role` and bundles it with the CA as ready-to-use credentials.
-    pub fn credentials(&self, role: Role) -> Result<Credentials, TlsError> {
-        let issued = self.issue(role)?;
-        Credentials::from_pem(&self.cert_pem, &issued.cert_pem, &issued.key_pem)
-    }
-}
-
-/// File names inside a credentials folder.
-pub const CA_FILE: &str = "ca.pem";
-pub const CERT_FILE: &str = "cert.pem";
-pub const KEY_FILE: &str = "key.pem";
 
 /// What a process needs to speak mutual TLS: the CA to trust, its own chain and key.
 pub struct Credentials {
@@ -206,6 +62,12 @@ impl Clone for Credentials {
 }
 
 impl Credentials {
+    /// Issues a certificate for `role` from `ca` and bundles it with the CA, ready to use.
+    pub fn issue(ca: &ClusterCa, role: Role) -> Result<Credentials, TlsError> {
+        let issued = ca.issue(role)?;
+        Credentials::from_pem(ca.cert_pem(), &issued.cert_pem, &issued.key_pem)
+    }
+
     /// Parses PEM text of the CA certificate, our certificate and our key.
     pub fn from_pem(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Credentials, TlsError> {
         let pem_error = |what| {
@@ -367,25 +229,16 @@ pub fn peer_role(connection: &quinn::Connection) -> Result<Role, TlsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn role_names_round_trip() {
-        for role in [Role::Node(NodeIndex(12)), Role::Canonical, Role::Client] {
-            assert_eq!(Role::from_server_name(&role.server_name()), Some(role));
-        }
-        assert_eq!(Role::from_server_name("node-0.flotilla"), None);
-        assert_eq!(Role::from_server_name("node-x.flotilla"), None);
-        assert_eq!(Role::from_server_name("example.com"), None);
-    }
+    use wire::NodeIndex;
 
     #[test]
     fn issued_certificates_carry_their_role() {
         let ca = ClusterCa::generate().unwrap();
-        let credentials = ca.credentials(Role::Node(NodeIndex(3))).unwrap();
+        let credentials = Credentials::issue(&ca, Role::Node(NodeIndex(3))).unwrap();
         assert_eq!(credentials.role, Role::Node(NodeIndex(3)));
         let reloaded = ClusterCa::from_pem(ca.cert_pem(), ca.key_pem()).unwrap();
         assert_eq!(
-            reloaded.credentials(Role::Client).unwrap().role,
+            Credentials::issue(&reloaded, Role::Client).unwrap().role,
             Role::Client
         );
         credentials.server_config().unwrap();

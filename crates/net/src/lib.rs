@@ -1,0 +1,21 @@
+//! Flotilla's network stack over the `wire` types: mutual TLS from the cluster CA, QUIC
+//! endpoints, a pool of long-lived connections with typed calls, the accept loop shared by the
+//! canonical and the edges, the Prometheus endpoint, logging and signals.
+//!
+//! - [`tls`]: credentials from disk, rustls/quinn configs, the peer's role from its certificate.
+//! - [`frame`]: async header and body readers over `wire::frame`'s codec.
+//! - [`pool`]: QUIC endpoints and [`Pool`](pool::Pool), one connection per peer, a stream per call.
+//! - [`server`]: binding a member (QUIC and metrics) and the accept loop.
+//! - [`metrics`]: a per-process Prometheus registry and its HTTP exposition.
+//! - [`logging`], [`signals`]: what every binary sets up first.
+
+pub mod frame;
+pub mod logging;
+pub mod metrics;
+pub mod pool;
+pub mod server;
+pub mod signals;
+pub mod tls;
+
+pub use pool::{endpoint, Exchange, GetImageError, ImageReply, NetError, Pool, Target};
+pub use tls::{Credentials, TlsError};

@@ -1,0 +1,185 @@
+//! The frame codec, without IO: a big-endian `u32` length, that many bytes of CBOR header, then
+//! for images exactly `size` raw bytes. Bodies are never CBOR-encoded, so cached `Bytes` go to the
+//! stream without a copy. The async readers over QUIC streams are `net::frame`; every check on
+//! untrusted bytes lives here so it is tested (and fuzzed) without a network.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::ids::Digest;
+use crate::limits::{MAX_HEADER_BYTES, MAX_IMAGE_BYTES};
+use crate::message::ImageMeta;
+
+/// A framing failure. Each one ends the stream; none of them ends the connection or server.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("stream closed before a complete header arrived")]
+    Truncated,
+    #[error("header of {0} bytes exceeds the limit of {MAX_HEADER_BYTES} bytes")]
+    HeaderTooLarge(u32),
+    #[error("malformed header: {0}")]
+    Malformed(String),
+    #[error("body of {0} bytes exceeds the limit of {MAX_IMAGE_BYTES} bytes")]
+    BodyTooLarge(u64),
+    #[error("body ended after {received} of {expected} bytes")]
+    BodyTruncated { received: u64, expected: u64 },
+    #[error("body is longer than the {expected} bytes announced")]
+    BodyTooLong { expected: u64 },
+    #[error("digest mismatch for image {id}: expected {expected}, got {actual}")]
+    DigestMismatch {
+        id: u64,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error("stream i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Encodes `header` as CBOR behind its length prefix, in one buffer.
+pub fn encode_header<T: Serialize>(header: &T) -> Result<Vec<u8>, FrameError> {
+    let mut buffer = vec![0u8; 4];
+    ciborium::into_writer(header, &mut buffer).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let length = (buffer.len() - 4) as u32;
+    if length > MAX_HEADER_BYTES {
+        return Err(FrameError::HeaderTooLarge(length));
+    }
+    buffer[..4].copy_from_slice(&length.to_be_bytes());
+    Ok(buffer)
+}
+
+/// Reads a header's length prefix, refusing anything over [`MAX_HEADER_BYTES`] before a byte
+/// of the header is allocated.
+pub fn header_length(prefix: [u8; 4]) -> Result<usize, FrameError> {
+    let length = u32::from_be_bytes(prefix);
+    if length > MAX_HEADER_BYTES {
+        return Err(FrameError::HeaderTooLarge(length));
+    }
+    Ok(length as usize)
+}
+
+/// Decodes a CBOR header (the bytes after the length prefix).
+pub fn decode_header<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
+    ciborium::from_reader(bytes).map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+/// Decodes one whole frame held in memory: the length prefix and exactly that many header
+/// bytes, nothing more.
+pub fn decode_frame<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
+    let (prefix, rest) = bytes
+        .split_first_chunk::<4>()
+        .ok_or(FrameError::Truncated)?;
+    let length = header_length(*prefix)?;
+    match rest.len().cmp(&length) {
+        std::cmp::Ordering::Less => Err(FrameError::Truncated),
+        std::cmp::Ordering::Greater => Err(FrameError::Malformed(format!(
+            "{} bytes after a {length}-byte header",
+            rest.len() - length
+        ))),
+        std::cmp::Ordering::Equal => decode_header(rest),
+    }
+}
+
+/// Refuses a body size over [`MAX_IMAGE_BYTES`] before anything is allocated for it.
+pub fn body_length(meta: &ImageMeta) -> Result<usize, FrameError> {
+    if meta.size > MAX_IMAGE_BYTES {
+        return Err(FrameError::BodyTooLarge(meta.size));
+    }
+    Ok(meta.size as usize)
+}
+
+/// Checks `body` against the size and digest in `meta`.
+pub fn verify(meta: &ImageMeta, body: &[u8]) -> Result<(), FrameError> {
+    if body.len() as u64 != meta.size {
+        return Err(FrameError::BodyTruncated {
+            received: body.len() as u64,
+            expected: meta.size,
+        });
+    }
+    let actual = Digest::of(body);
+    if actual != meta.digest {
+        return Err(FrameError::DigestMismatch {
+            id: meta.id.0,
+            expected: meta.digest,
+            actual,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::ImageId;
+    use crate::message::{Request, Response};
+
+    fn meta_for(body: &[u8]) -> ImageMeta {
+        ImageMeta {
+            id: ImageId(7),
+            size: body.len() as u64,
+            content_type: "image/png".into(),
+            digest: Digest::of(body),
+        }
+    }
+
+    #[test]
+    fn header_round_trips() {
+        let request = Request::GetImage { id: ImageId(123) };
+        let bytes = encode_header(&request).unwrap();
+        assert_eq!(decode_frame::<Request>(&bytes).unwrap(), request);
+    }
+
+    #[test]
+    fn oversized_header_is_refused_before_allocation() {
+        let mut bytes = (MAX_HEADER_BYTES + 1).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[0; 16]);
+        let error = decode_frame::<Request>(&bytes).unwrap_err();
+        assert!(matches!(error, FrameError::HeaderTooLarge(_)), "{error}");
+    }
+
+    #[test]
+    fn garbage_header_is_malformed_not_a_panic() {
+        let mut bytes = 8u32.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[0xff, 0x13, 0x00, 0xba, 0xad, 0xf0, 0x0d, 0x99]);
+        let error = decode_frame::<Response>(&bytes).unwrap_err();
+        assert!(matches!(error, FrameError::Malformed(_)), "{error}");
+    }
+
+    #[test]
+    fn truncated_and_trailing_frames_are_refused() {
+        let bytes = encode_header(&Request::Status).unwrap();
+        let error = decode_frame::<Request>(&bytes[..bytes.len() - 1]).unwrap_err();
+        assert!(matches!(error, FrameError::Truncated), "{error}");
+        let error = decode_frame::<Request>(&bytes[..3]).unwrap_err();
+        assert!(matches!(error, FrameError::Truncated), "{error}");
+        let mut long = bytes.clone();
+        long.push(0);
+        let error = decode_frame::<Request>(&long).unwrap_err();
+        assert!(matches!(error, FrameError::Malformed(_)), "{error}");
+    }
+
+    #[test]
+    fn bodies_are_verified_against_size_and_digest() {
+        let body = b"not really a png".to_vec();
+        let meta = meta_for(&body);
+        verify(&meta, &body).unwrap();
+        let mut corrupted = body.clone();
+        corrupted[3] ^= 0x40;
+        let error = verify(&meta, &corrupted).unwrap_err();
+        assert!(
+            matches!(error, FrameError::DigestMismatch { .. }),
+            "{error}"
+        );
+        let error = verify(&meta, &body[1..]).unwrap_err();
+        assert!(matches!(error, FrameError::BodyTruncated { .. }), "{error}");
+    }
+
+    #[test]
+    fn oversized_bodies_are_refused_from_metadata() {
+        let mut meta = meta_for(b"");
+        meta.size = MAX_IMAGE_BYTES + 1;
+        assert!(matches!(
+            body_length(&meta),
+            Err(FrameError::BodyTooLarge(_))
+        ));
+    }
+}
