@@ -22,10 +22,10 @@ pub use store::Store;
 pub struct Config {
     /// Name reported to clients, e.g. `flotilla_canonical`.
     pub name: String,
-    /// QUIC address to serve on.
-    pub listen: SocketAddr,
-    /// Prometheus metrics address; `None` serves no metrics.
-    pub metrics: Option<SocketAddr>,
+    /// QUIC socket to serve on.
+    pub listen: net::QuicListen,
+    /// Prometheus metrics socket; `None` serves no metrics.
+    pub metrics: Option<net::MetricsListen>,
     /// Folder of `<id>.<ext>` files.
     pub data: PathBuf,
     /// Generate sample PNGs for ids 1..=samples that are missing (0: none).

@@ -52,8 +52,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     canonical::run(
         canonical::Config {
             name: args.name,
-            listen: args.listen,
-            metrics: Some(args.metrics),
+            listen: args.listen.into(),
+            metrics: Some(args.metrics.into()),
             data: args.data,
             samples: args.samples,
             credentials,

@@ -10,21 +10,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use net::pool::{GetImageError, NetError, Pool, Target};
+use net::pool::{NetError, Pool, Target};
 use net::tls::Credentials;
+use net::CallError;
 use wire::cluster::{ClusterFile, Member};
-use wire::message::ErrorKind;
+use wire::limits::{CLIENT_ATTEMPT_TIMEOUT, CLIENT_CONNECT_GRACE, HEADER_TIMEOUT};
 use wire::routing::{rank, Routing};
-use wire::{CacheOutcome, ImageId, ImageMeta, NodeIndex, NodeStatus, Request, Response, Role};
-
-/// How long one attempt on one edge may take before the client fails over to the next edge.
-/// A cold fetch of a multi-MB image through the leader fits easily; a dead edge whose
-/// connection has not yet timed out costs at most this much.
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
-
-/// After the first edge answers, how long `connect_all` waits for the others. Handshakes on
-/// one machine take milliseconds; an edge slower than this is tried after the ones that answered.
-pub const CONNECT_GRACE: Duration = Duration::from_millis(300);
+use wire::{CacheOutcome, ImageId, ImageMeta, NodeIndex, NodeStatus, Role};
 
 /// Name of the client's credentials folder inside `.cluster/`.
 pub const CLIENT_CERTS_DIR: &str = "client";
@@ -100,10 +92,8 @@ impl Client {
         credentials: &Credentials,
         routing: Routing,
     ) -> Result<Client, ClientError> {
-        let bind = "0.0.0.0:0"
-            .parse()
-            .map_err(|_| ClientError::Remote("bad bind address".into()))?;
-        let endpoint = net::pool::endpoint(bind, credentials, false)?;
+        let any = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        let endpoint = net::pool::endpoint(net::bind_udp(any)?, credentials, false)?;
         Ok(Client {
             cluster,
             pool: Pool::new(endpoint),
@@ -143,7 +133,7 @@ impl Client {
     }
 
     /// Dials every edge at once and returns how many answered. It returns soon after the first
-    /// edge answers ([`CONNECT_GRACE`] later), so one dead edge does not cost every command a
+    /// edge answers ([`CLIENT_CONNECT_GRACE`] later), so one dead edge does not cost every command a
     /// whole connect timeout; edges that have not answered by then are tried last.
     pub async fn connect_all(&self) -> Result<usize, ClientError> {
         use futures::stream::{FuturesUnordered, StreamExt};
@@ -169,7 +159,8 @@ impl Client {
             let Some((edge, ok)) = next else { break };
             if ok {
                 answered.insert(edge);
-                grace_ends.get_or_insert_with(|| tokio::time::Instant::now() + CONNECT_GRACE);
+                grace_ends
+                    .get_or_insert_with(|| tokio::time::Instant::now() + CLIENT_CONNECT_GRACE);
             }
         }
         for member in &self.cluster.nodes {
@@ -220,15 +211,16 @@ impl Client {
             .member(edge)
             .ok_or(ClientError::Remote(format!("unknown edge {edge}")))?;
         let target = Client::target(member);
-        let fetched = tokio::time::timeout(ATTEMPT_TIMEOUT, self.pool.get_image(&target, id))
-            .await
-            .map_err(|_| {
-                ClientError::Remote(format!(
-                    "{} did not finish within {} s",
-                    member.name,
-                    ATTEMPT_TIMEOUT.as_secs()
-                ))
-            })?;
+        let fetched =
+            tokio::time::timeout(CLIENT_ATTEMPT_TIMEOUT, self.pool.get_image(&target, id))
+                .await
+                .map_err(|_| {
+                    ClientError::Remote(format!(
+                        "{} did not finish within {} s",
+                        member.name,
+                        CLIENT_ATTEMPT_TIMEOUT.as_secs()
+                    ))
+                })?;
         match fetched {
             Ok(reply) => Ok(Fetched {
                 meta: reply.meta,
@@ -237,8 +229,8 @@ impl Client {
                 outcome: reply.outcome,
                 edge,
             }),
-            Err(GetImageError::NotFound(id)) => Err(ClientError::NotFound(id)),
-            Err(GetImageError::Net(error)) => Err(ClientError::Net(error)),
+            Err(CallError::NotFound(id)) => Err(ClientError::NotFound(id)),
+            Err(CallError::Net(error)) => Err(ClientError::Net(error)),
             Err(error) => Err(ClientError::Remote(error.to_string())),
         }
     }
@@ -251,23 +243,17 @@ impl Client {
                 continue;
             };
             let target = Client::target(member);
-            let request = Request::ImageSize { id };
-            match tokio::time::timeout(ATTEMPT_TIMEOUT, self.pool.call(&target, &request, None))
-                .await
-            {
-                Ok(Ok(exchange)) => match exchange.response {
-                    Response::Size { size, .. } => return Ok(size),
-                    Response::Error {
-                        kind: ErrorKind::NotFound,
-                        ..
-                    } => return Err(ClientError::NotFound(id)),
-                    Response::Error { message, .. } => last = format!("node {edge}: {message}"),
-                    other => last = format!("node {edge}: unexpected reply {other:?}"),
-                },
-                Ok(Err(error)) => {
+            let answer =
+                tokio::time::timeout(CLIENT_ATTEMPT_TIMEOUT, self.pool.image_size(&target, id))
+                    .await;
+            match answer {
+                Ok(Ok(size)) => return Ok(size),
+                Ok(Err(CallError::NotFound(id))) => return Err(ClientError::NotFound(id)),
+                Ok(Err(CallError::Net(error))) => {
                     self.mark(edge, true);
                     last = format!("node {edge}: {error}");
                 }
+                Ok(Err(error)) => last = format!("node {edge}: {error}"),
                 Err(_) => last = format!("node {edge}: no answer in time"),
             }
         }
@@ -299,31 +285,16 @@ impl Client {
             return probe;
         }
         let started = Instant::now();
-        match tokio::time::timeout(
-            wire::limits::HEADER_TIMEOUT,
-            self.pool.call(&target, &Request::Ping, None),
-        )
-        .await
-        {
-            Ok(Ok(exchange)) if matches!(exchange.response, Response::Pong { .. }) => {
-                probe.rtt = Some(started.elapsed());
-            }
-            Ok(Ok(exchange)) => {
-                probe.error = Some(format!("unexpected reply {:?}", exchange.response))
-            }
+        match tokio::time::timeout(HEADER_TIMEOUT, self.pool.ping(&target)).await {
+            Ok(Ok(_)) => probe.rtt = Some(started.elapsed()),
             Ok(Err(error)) => probe.error = Some(error.to_string()),
             Err(_) => probe.error = Some("no answer in time".to_string()),
         }
         if probe.rtt.is_some() && probe.member.index != 0 {
-            if let Ok(Ok(exchange)) = tokio::time::timeout(
-                wire::limits::HEADER_TIMEOUT,
-                self.pool.call(&target, &Request::Status, None),
-            )
-            .await
+            if let Ok(Ok(status)) =
+                tokio::time::timeout(HEADER_TIMEOUT, self.pool.status(&target)).await
             {
-                if let Response::Status(status) = exchange.response {
-                    probe.status = Some(status);
-                }
+                probe.status = Some(status);
             }
         }
         probe

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use net::pool::{Pool, Target};
 use net::tls::Credentials;
-use wire::{ImageId, NodeStatus, Request, Response};
+use wire::{ImageId, NodeStatus};
 
 const HELP: &str = "\
 commands:
@@ -24,7 +24,8 @@ commands:
 
 /// Runs the console against `target` until stdin ends or the user quits.
 pub async fn run(credentials: Credentials, target: String) -> anyhow::Result<()> {
-    let endpoint = net::pool::endpoint("0.0.0.0:0".parse()?, &credentials, false)?;
+    let any = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+    let endpoint = net::pool::endpoint(net::bind_udp(any)?, &credentials, false)?;
     let pool = Pool::new(endpoint);
     let target = Target::new(target, credentials.role);
     let interactive = std::io::stdin().is_terminal();
@@ -72,11 +73,7 @@ pub async fn run(credentials: Credentials, target: String) -> anyhow::Result<()>
 }
 
 async fn fetch_status(pool: &Pool, target: &Target) -> anyhow::Result<NodeStatus> {
-    match pool.call(target, &Request::Status, None).await?.response {
-        Response::Status(status) => Ok(status),
-        Response::Error { message, .. } => anyhow::bail!(message),
-        other => anyhow::bail!("unexpected reply {other:?}"),
-    }
+    Ok(pool.status(target).await?)
 }
 
 async fn execute(
@@ -177,13 +174,11 @@ async fn execute(
         "ping" => match arguments.first() {
             None => {
                 let started = Instant::now();
-                let answer = pool.call(target, &Request::Ping, None).await?;
-                if let Response::Pong { name } = answer.response {
-                    println!(
-                        "{name} answered in {:.2} ms",
-                        started.elapsed().as_secs_f64() * 1000.0
-                    );
-                }
+                let name = pool.ping(target).await?;
+                println!(
+                    "{name} answered in {:.2} ms",
+                    started.elapsed().as_secs_f64() * 1000.0
+                );
             }
             Some(peer) => {
                 let peer: u16 = peer

@@ -1,31 +1,44 @@
 //! Cache misses: one upstream fetch per id however many requests wait for it (coalescing), run
-//! in its own task so a waiter that goes away never cancels the fetch for the others. The
-//! upstream is the leader (origin shield) when there is one, otherwise the canonical; the
-//! leader replicates what it fetched from the canonical to the id's routing targets.
+//! in its own task so a waiter that goes away never cancels the fetch for the others. Which
+//! upstream to ask is `upstream::plan_upstream`'s decision: the leader (origin shield) when
+//! there is one, otherwise the canonical; the leader replicates what it fetched from the
+//! canonical to the id's routing targets.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::Instant;
 
-use bytes::Bytes;
-use net::pool::{GetImageError, Target};
+use net::{CallError, Target};
 use tokio::sync::watch;
+use wire::limits::{ORIGIN_FETCH_TIMEOUT, REQUEST_TIMEOUT, UPSTREAM_BUDGET};
 use wire::message::ErrorKind;
 use wire::routing::{rank, Routing};
-use wire::{CacheOutcome, ImageId, ImageMeta, NodeIndex, Request, Response, Role, Term};
+use wire::{CacheOutcome, ImageId, Role, Term};
 
 use crate::cache::CachedImage;
+use crate::upstream::{plan_upstream, Asked, Plan};
 use crate::Node;
 
-/// Why an image could not be produced.
+/// Why an image could not be produced. Shared by every request waiting on one fetch, hence
+/// `Clone` (the call error behind it is reference-counted).
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("image {0} not found on the canonical")]
     NotFound(ImageId),
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    DigestMismatch(String),
+    #[error("image {id}: {from} failed: {source}")]
+    Upstream {
+        id: ImageId,
+        from: String,
+        source: Arc<CallError>,
+    },
+    #[error("image {id} from {from} failed digest verification; not cached")]
+    DigestMismatch { id: ImageId, from: String },
+    #[error("image {id}: no upstream answered within {seconds} s")]
+    OutOfTime { id: ImageId, seconds: u64 },
+    #[error("the fetch of image {0} was abandoned (the node is shutting down)")]
+    Abandoned(ImageId),
 }
 
 impl FetchError {
@@ -33,18 +46,18 @@ impl FetchError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             FetchError::NotFound(_) => ErrorKind::NotFound,
-            FetchError::Unavailable(_) => ErrorKind::Unavailable,
-            FetchError::DigestMismatch(_) => ErrorKind::DigestMismatch,
+            FetchError::DigestMismatch { .. } => ErrorKind::DigestMismatch,
+            FetchError::Upstream { .. }
+            | FetchError::OutOfTime { .. }
+            | FetchError::Abandoned(_) => ErrorKind::Unavailable,
         }
     }
 }
 
 type FetchResult = Result<CachedImage, FetchError>;
 
-/// How long an edge waits for the leader's answer before going to the canonical itself. The
-/// leader answers once it holds the image, which takes one canonical fetch at most; a leader
-/// that was just killed would otherwise stall every miss until its connection times out.
-const LEADER_TIMEOUT: Duration = Duration::from_secs(2);
+/// A fetch from the leader under way.
+type LeaderFetch = Pin<Box<dyn Future<Output = FetchResult> + Send>>;
 
 /// Fetches in flight, by id. Each entry is removed by the fetch task itself when it ends.
 #[derive(Default)]
@@ -97,7 +110,7 @@ impl Node {
         let result = receiver
             .wait_for(Option::is_some)
             .await
-            .map_err(|_| FetchError::Unavailable(format!("fetch of image {id} was abandoned")))?
+            .map_err(|_| FetchError::Abandoned(id))?
             .clone();
         let outcome = if started {
             CacheOutcome::Miss
@@ -108,48 +121,79 @@ impl Node {
         match result {
             Some(Ok(image)) => Ok((image, outcome)),
             Some(Err(error)) => Err(error),
-            None => Err(FetchError::Unavailable(format!(
-                "fetch of image {id} ended without a result"
-            ))),
+            None => Err(FetchError::Abandoned(id)),
         }
     }
 
-    /// Runs one upstream fetch and caches its verified result.
+    /// Runs one upstream fetch within [`UPSTREAM_BUDGET`] and caches its verified result.
+    /// What to ask is [`plan_upstream`]'s call, made again whenever the leader fails or the
+    /// election view moves; a live leader is never bypassed because the origin is slow.
     async fn fetch_upstream(self: &Arc<Self>, id: ImageId, requester: Role) -> FetchResult {
-        let view = self.leadership();
-        let leader = view.leader.filter(|leader| *leader != self.config.index);
-        // An edge asking us is treated as asking the origin shield: we never forward it on,
-        // so a stale view of who leads cannot make two edges bounce a request between them.
-        let via_leader = match (leader, requester) {
-            (Some(leader), Role::Client) => self.peers.edge(leader).cloned(),
-            _ => None,
-        };
-        let mut image = None;
-        if let Some(target) = via_leader {
-            match self.fetch_from(&target, id, LEADER_TIMEOUT).await {
-                Ok(fetched) => {
-                    self.metrics.leader_fetches.increment(1);
-                    image = Some(fetched);
-                }
-                Err(FetchError::NotFound(id)) => return Err(FetchError::NotFound(id)),
-                Err(error) => {
-                    tracing::warn!(%id, %error, "leader fetch failed; going to the canonical");
+        let deadline = Instant::now() + UPSTREAM_BUDGET;
+        let mut views = self.elector.subscribe();
+        let mut watching = true;
+        let mut asked = Asked::Nobody;
+        let mut pending: Option<LeaderFetch> = None;
+        let image = loop {
+            let view = *views.borrow_and_update();
+            match plan_upstream(&view, requester, self.config.index, asked) {
+                Plan::AskCanonical => break None,
+                Plan::Wait => {}
+                Plan::AskLeader(leader) => {
+                    let Some(target) = self.peers.edge(leader).cloned() else {
+                        break None;
+                    };
+                    let node = self.clone();
+                    pending = Some(Box::pin(async move { node.fetch_from(&target, id).await }));
+                    asked = Asked::Waiting(leader);
                 }
             }
-        }
+            let (Some(fetch), Asked::Waiting(leader)) = (pending.as_mut(), asked) else {
+                break None;
+            };
+            tokio::select! {
+                result = fetch => {
+                    pending = None;
+                    match result {
+                        Ok(image) => break Some(image),
+                        Err(FetchError::NotFound(id)) => return Err(FetchError::NotFound(id)),
+                        Err(error) => {
+                            tracing::warn!(%id, %leader, %error, "leader fetch failed");
+                            asked = Asked::Failed(leader);
+                        }
+                    }
+                }
+                changed = views.changed(), if watching => watching = changed.is_ok(),
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    return Err(FetchError::OutOfTime { id, seconds: UPSTREAM_BUDGET.as_secs() });
+                }
+            }
+        };
         let fetched_from_origin = image.is_none();
         let image = match image {
-            Some(image) => image,
+            Some(image) => {
+                self.metrics.leader_fetches.increment(1);
+                image
+            }
             None => {
                 self.metrics.origin_fetches.increment(1);
+                let left = deadline.saturating_duration_since(Instant::now());
                 let canonical = self.peers.canonical.clone();
-                self.fetch_from(&canonical, id, wire::limits::REQUEST_TIMEOUT)
-                    .await?
+                tokio::time::timeout(
+                    left.min(ORIGIN_FETCH_TIMEOUT),
+                    self.fetch_from(&canonical, id),
+                )
+                .await
+                .map_err(|_| FetchError::OutOfTime {
+                    id,
+                    seconds: UPSTREAM_BUDGET.as_secs(),
+                })??
             }
         };
         let inserted = self.cache.insert(image.clone());
         self.metrics.cache_evictions.increment(inserted.evicted);
         self.publish_cache_stats();
+        let view = self.leadership();
         if fetched_from_origin && view.role == wire::ElectionRole::Leader {
             let node = self.clone();
             let replica = image.clone();
@@ -159,34 +203,25 @@ impl Node {
     }
 
     /// Fetches `id` from `target` and verifies it against its digest.
-    async fn fetch_from(
-        &self,
-        target: &Target,
-        id: ImageId,
-        answer_within: Duration,
-    ) -> FetchResult {
-        let fetched = tokio::time::timeout(answer_within, self.peers.pool.get_image(target, id))
-            .await
-            .map_err(|_| {
-                FetchError::Unavailable(format!(
-                    "{} did not send image {id} in time",
-                    target.address
-                ))
-            })?;
-        match fetched {
+    async fn fetch_from(&self, target: &Target, id: ImageId) -> FetchResult {
+        match self.peers.pool.get_image(target, id).await {
             Ok(reply) => Ok(CachedImage {
                 meta: reply.meta,
                 body: reply.body,
             }),
-            Err(GetImageError::NotFound(id)) => Err(FetchError::NotFound(id)),
+            Err(CallError::NotFound(id)) => Err(FetchError::NotFound(id)),
             Err(error) if error.is_digest_mismatch() => {
                 self.metrics.digest_mismatches.increment(1);
-                Err(FetchError::DigestMismatch(format!(
-                    "image {id} from {} failed digest verification; not cached",
-                    target.address
-                )))
+                Err(FetchError::DigestMismatch {
+                    id,
+                    from: target.address.clone(),
+                })
             }
-            Err(error) => Err(FetchError::Unavailable(error.to_string())),
+            Err(error) => Err(FetchError::Upstream {
+                id,
+                from: target.address.clone(),
+                source: Arc::new(error),
+            }),
         }
     }
 
@@ -204,40 +239,27 @@ impl Node {
                 holders += 1;
                 continue;
             }
-            match self.push(edge, term, &image.meta, image.body.clone()).await {
-                Ok(()) => {
+            let Some(target) = self.peers.edge(edge) else {
+                continue;
+            };
+            let push =
+                self.peers
+                    .pool
+                    .replicate(target, term, image.meta.clone(), image.body.clone());
+            match tokio::time::timeout(REQUEST_TIMEOUT, push).await {
+                Ok(Ok(())) => {
                     self.metrics.replication_push("ok");
                     holders += 1;
                 }
-                Err(error) => {
+                Ok(Err(error)) => {
                     self.metrics.replication_push("failed");
                     tracing::debug!(%edge, id = %image.meta.id, %error, "replication push failed");
                 }
+                Err(_) => {
+                    self.metrics.replication_push("failed");
+                    tracing::debug!(%edge, id = %image.meta.id, "replication push timed out");
+                }
             }
-        }
-    }
-
-    async fn push(
-        &self,
-        edge: NodeIndex,
-        term: Term,
-        meta: &ImageMeta,
-        body: Bytes,
-    ) -> Result<(), String> {
-        let target = self.peers.edge(edge).ok_or("unknown edge")?.clone();
-        let request = Request::Replicate {
-            term,
-            meta: meta.clone(),
-        };
-        let call = self.peers.pool.call(&target, &request, Some(body));
-        match tokio::time::timeout(wire::limits::REQUEST_TIMEOUT, call).await {
-            Ok(Ok(exchange)) => match exchange.response {
-                Response::Ack => Ok(()),
-                Response::Error { message, .. } => Err(message),
-                other => Err(format!("unexpected reply {other:?}")),
-            },
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => Err("timed out".to_string()),
         }
     }
 }

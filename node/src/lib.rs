@@ -6,12 +6,12 @@
 
 pub mod cache;
 pub mod console;
-pub mod election;
 pub mod elector;
 pub mod fetch;
 pub mod metrics;
 pub mod peers;
 pub mod server;
+pub mod upstream;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,11 +20,12 @@ use std::sync::Arc;
 
 use net::pool::Pool;
 use net::tls::Credentials;
-use tokio::sync::watch;
+use net::Listen;
 use tokio_util::sync::CancellationToken;
-use wire::{ElectionRole, NodeIndex, NodeStatus, Term};
+use wire::{ElectionRole, NodeIndex, NodeStatus};
 
 use crate::cache::ImageCache;
+use crate::elector::{Elector, QuicTransport};
 use crate::fetch::InFlight;
 use crate::metrics::NodeMetrics;
 use crate::peers::Peers;
@@ -44,10 +45,10 @@ pub struct Config {
     pub index: NodeIndex,
     /// Name reported to clients, e.g. `flotilla_node_2`.
     pub name: String,
-    /// QUIC address to serve on.
-    pub listen: SocketAddr,
-    /// Prometheus metrics address; `None` serves no metrics.
-    pub metrics: Option<SocketAddr>,
+    /// QUIC socket to serve on.
+    pub listen: net::QuicListen,
+    /// Prometheus metrics socket; `None` serves no metrics.
+    pub metrics: Option<net::MetricsListen>,
     /// QUIC address of the canonical (`host:port`).
     pub canonical: String,
     /// QUIC address of every configured edge, this one included.
@@ -56,17 +57,12 @@ pub struct Config {
     /// How many edges should hold each image the leader fetches.
     pub replicas: usize,
     pub credentials: Credentials,
-    /// Election timing; [`election::Config::default`] replaces a dead leader in about a second.
+    /// Election timing; `election::Config::default()` replaces a dead leader in about a second.
     pub election: election::Config,
 }
 
-/// The node's current view of the election.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Leadership {
-    pub role: ElectionRole,
-    pub term: Term,
-    pub leader: Option<NodeIndex>,
-}
+/// The node's current view of the election, as its elector published it last.
+pub use election::View as Leadership;
 
 /// Hit and miss counts kept for status replies (the Prometheus counters are write-only).
 #[derive(Default)]
@@ -92,33 +88,23 @@ pub struct Node {
     pub peers: Arc<Peers>,
     counters: Counters,
     in_flight: InFlight,
-    leadership: watch::Sender<Leadership>,
-    elector: std::sync::OnceLock<Arc<elector::Elector>>,
+    elector: Arc<Elector>,
 }
 
 impl Node {
     /// The current election view.
     pub fn leadership(&self) -> Leadership {
-        *self.leadership.borrow()
-    }
-
-    /// Replaces the election view (called by the election driver).
-    pub fn set_leadership(&self, view: Leadership) {
-        self.metrics
-            .set_election(view.term.0, view.leader, view.role == ElectionRole::Leader);
-        self.leadership.send_replace(view);
+        self.elector.view()
     }
 
     /// Hands an election message from edge `from` to the election driver.
     pub fn on_election_message(&self, from: NodeIndex, message: wire::election::ElectionMessage) {
-        if let Some(elector) = self.elector.get() {
-            elector.receive(from, message);
-        }
+        self.elector.receive(from, message);
     }
 
     /// Subscribes to election view changes.
-    pub fn watch_leadership(&self) -> watch::Receiver<Leadership> {
-        self.leadership.subscribe()
+    pub fn watch_leadership(&self) -> tokio::sync::watch::Receiver<Leadership> {
+        self.elector.subscribe()
     }
 
     fn publish_cache_stats(&self) {
@@ -158,7 +144,7 @@ pub struct Running {
 }
 
 /// Binds the endpoint and metrics and starts serving, pinging peers and electing.
-pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
+pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
     anyhow::ensure!(
         config.peers.contains_key(&config.index),
         "--peer list must include this node ({})",
@@ -171,13 +157,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         config.index,
         config.index
     );
+    // The sockets move into the server; the config keeps the addresses they ended up on.
+    let unbound = Listen::Address(SocketAddr::from(([0, 0, 0, 0], 0)));
+    let listen = std::mem::replace(&mut config.listen, unbound);
     let bound = net::server::bind(
-        config.listen,
-        config.metrics,
+        listen,
+        config.metrics.take(),
         &config.credentials,
         &shutdown,
     )
     .await?;
+    config.listen = Listen::Address(bound.quic);
+    config.metrics = bound.metrics.map(Listen::Address);
     let metrics = Arc::new(NodeMetrics::new(bound.registry));
     let peers = Arc::new(Peers::new(
         config.index,
@@ -185,11 +176,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         config.canonical.clone(),
         &config.peers,
     ));
-    let (leadership, _) = watch::channel(Leadership {
-        role: ElectionRole::Follower,
-        term: Term(0),
-        leader: None,
-    });
+    let elector = Elector::start(
+        config.index,
+        &peers.members(),
+        config.election.clone(),
+        Arc::new(QuicTransport::new(peers.clone())),
+        shutdown.clone(),
+    );
+    tokio::spawn(publish_election_metrics(
+        elector.subscribe(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let node = Arc::new(Node {
         cache: ImageCache::new(config.cache_bytes),
         config,
@@ -197,13 +195,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         peers: peers.clone(),
         counters: Counters::default(),
         in_flight: InFlight::default(),
-        leadership,
-        elector: std::sync::OnceLock::new(),
+        elector,
     });
-    node.set_leadership(node.leadership());
-    let elector = elector::Elector::start(&node, node.config.election.clone(), shutdown.clone());
-    // Set exactly once, right here, before the server accepts any election message.
-    let _ = node.elector.set(elector);
     node.publish_cache_stats();
     tokio::spawn(peers.monitor(metrics, shutdown.clone()));
     tracing::info!(index = %node.config.index, quic = %bound.quic, metrics = ?bound.metrics, "edge serving");
@@ -221,4 +214,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let running = start(config, shutdown).await?;
     running.task.await?;
     Ok(())
+}
+
+/// Mirrors every published election view into the metrics (term, leader, is-leader).
+async fn publish_election_metrics(
+    mut views: tokio::sync::watch::Receiver<Leadership>,
+    metrics: Arc<NodeMetrics>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let view = *views.borrow_and_update();
+        metrics.set_election(view.term.0, view.leader, view.role == ElectionRole::Leader);
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = views.changed() => if changed.is_err() { return },
+        }
+    }
 }

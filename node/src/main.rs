@@ -113,14 +113,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         .name
                         .unwrap_or_else(|| format!("node-{}", serve.index)),
                     index: serve.index,
-                    listen: serve.listen,
-                    metrics: Some(serve.metrics),
+                    listen: serve.listen.into(),
+                    metrics: Some(serve.metrics.into()),
                     canonical: serve.canonical,
                     peers,
                     cache_bytes: serve.cache_mb * 1024 * 1024,
                     replicas: serve.replicas,
                     credentials,
-                    election: node::election::Config::default(),
+                    election: election::Config::default(),
                 },
                 shutdown,
             )

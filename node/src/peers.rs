@@ -7,15 +7,10 @@ use std::time::{Duration, Instant};
 
 use net::pool::{Pool, Target};
 use tokio_util::sync::CancellationToken;
-use wire::{NodeIndex, Request, Response, Role};
+use wire::limits::{PING_INTERVAL, PING_TIMEOUT};
+use wire::{NodeIndex, Role};
 
 use crate::metrics::NodeMetrics;
-
-/// How often each peer is pinged.
-pub const PING_INTERVAL: Duration = Duration::from_millis(1000);
-
-/// A ping that takes longer than this counts as lost.
-pub const PING_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// Peer index used for the canonical in RTT tables.
 pub const CANONICAL_PEER: u16 = 0;
@@ -100,17 +95,9 @@ impl Peers {
                         _ = ticker.tick() => {}
                     }
                     let started = Instant::now();
-                    let answered = tokio::time::timeout(
-                        PING_TIMEOUT,
-                        peers.pool.call(&target, &Request::Ping, None),
-                    )
-                    .await;
-                    let rtt = match answered {
-                        Ok(Ok(exchange)) if matches!(exchange.response, Response::Pong { .. }) => {
-                            Some(started.elapsed())
-                        }
-                        _ => None,
-                    };
+                    let answered =
+                        tokio::time::timeout(PING_TIMEOUT, peers.pool.ping(&target)).await;
+                    let rtt = matches!(answered, Ok(Ok(_))).then(|| started.elapsed());
                     peers.record(peer, rtt);
                     match rtt {
                         Some(rtt) => {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use net::server::{reply, reply_error, reply_image, Handler};
+use net::CallError;
 use quinn::{RecvStream, SendStream};
 use wire::message::ErrorKind;
 use wire::{ImageMeta, Request, Response, Role, Term};
@@ -94,46 +95,35 @@ impl Node {
             return "ok";
         }
         // Metadata only: ask the canonical for the size, never move the image.
-        let canonical = self.peers.canonical.clone();
+        let canonical = &self.peers.canonical;
         let answer = tokio::time::timeout(
             wire::limits::REQUEST_TIMEOUT,
-            self.peers
-                .pool
-                .call(&canonical, &Request::ImageSize { id }, None),
+            self.peers.pool.image_size(canonical, id),
         )
         .await;
         match answer {
-            Ok(Ok(exchange)) => match exchange.response {
-                response @ Response::Size { .. } => {
-                    reply(send, &response).await;
-                    "ok"
-                }
-                Response::Error { kind, message } => {
-                    reply_error(send, kind, message).await;
-                    "error"
-                }
-                other => {
-                    tracing::warn!(%peer, ?other, "canonical answered ImageSize oddly");
-                    reply_error(send, ErrorKind::Unavailable, "the canonical gave no size").await;
-                    "error"
-                }
-            },
+            Ok(Ok(size)) => {
+                reply(send, &Response::Size { id, size }).await;
+                "ok"
+            }
+            Ok(Err(CallError::NotFound(id))) => {
+                let message = format!("image {id} not found on the canonical");
+                reply_error(send, ErrorKind::NotFound, message).await;
+                "error"
+            }
+            Ok(Err(CallError::Refused { kind, message })) => {
+                reply_error(send, kind, message).await;
+                "error"
+            }
             Ok(Err(error)) => {
-                reply_error(
-                    send,
-                    ErrorKind::Unavailable,
-                    format!("canonical unreachable: {error}"),
-                )
-                .await;
+                tracing::warn!(%peer, %error, "no size from the canonical");
+                let message = format!("canonical unreachable: {error}");
+                reply_error(send, ErrorKind::Unavailable, message).await;
                 "error"
             }
             Err(_) => {
-                reply_error(
-                    send,
-                    ErrorKind::Unavailable,
-                    "canonical did not answer in time",
-                )
-                .await;
+                let message = "canonical did not answer in time";
+                reply_error(send, ErrorKind::Unavailable, message).await;
                 "error"
             }
         }

@@ -11,6 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::listen::{Listen, MetricsListen};
+
 /// Largest HTTP request head read from a scraper; anything longer is answered and closed.
 const MAX_HTTP_REQUEST_BYTES: usize = 8 * 1024;
 
@@ -101,11 +103,17 @@ impl Registry {
 
 /// Binds `address` and serves `GET /metrics` until `shutdown` fires. Returns the bound address.
 pub async fn serve(
-    address: SocketAddr,
+    listen: MetricsListen,
     registry: Registry,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = TcpListener::bind(address).await?;
+    let listener = match listen {
+        Listen::Address(address) => TcpListener::bind(address).await?,
+        Listen::Bound(listener) => {
+            listener.set_nonblocking(true)?;
+            TcpListener::from_std(listener)?
+        }
+    };
     let bound = listener.local_addr()?;
     let task = tokio::spawn(async move {
         loop {

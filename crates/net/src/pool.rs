@@ -11,7 +11,7 @@ use tokio::time::timeout;
 
 use crate::frame::{self, FrameError};
 use crate::tls::{Credentials, TlsError};
-use wire::limits::{CONNECT_TIMEOUT, HEADER_TIMEOUT, SOCKET_BUFFER_BYTES};
+use wire::limits::{CONNECT_TIMEOUT, SOCKET_BUFFER_BYTES};
 use wire::message::{ImageMeta, Request, Response};
 use wire::Role;
 
@@ -37,17 +37,17 @@ pub enum NetError {
     Frame { address: String, source: FrameError },
 }
 
-/// Binds a UDP socket with enlarged buffers and makes a QUIC endpoint on it. With `serve`, the
-/// endpoint also accepts connections; it can always dial out with our credentials.
+/// Makes a QUIC endpoint on `socket` (enlarging its buffers). With `serve`, the endpoint also
+/// accepts connections; it can always dial out with our credentials.
 pub fn endpoint(
-    bind: SocketAddr,
+    socket: std::net::UdpSocket,
     credentials: &Credentials,
     serve: bool,
 ) -> Result<Endpoint, NetError> {
-    let socket = udp_socket(bind).map_err(|source| NetError::Bind {
-        address: bind,
-        source,
-    })?;
+    let bind = socket
+        .local_addr()
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    enlarge_buffers(&socket);
     let server_config = if serve {
         Some(credentials.server_config()?)
     } else {
@@ -85,14 +85,16 @@ pub fn endpoint(
     Ok(endpoint)
 }
 
-fn udp_socket(bind: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))?;
-    // Larger buffers absorb bursts of 1 MB bodies; the kernel may cap them, which is fine.
+/// Binds a UDP socket on `address` for [`endpoint`].
+pub fn bind_udp(address: SocketAddr) -> Result<std::net::UdpSocket, NetError> {
+    std::net::UdpSocket::bind(address).map_err(|source| NetError::Bind { address, source })
+}
+
+/// Larger buffers absorb bursts of 1 MB bodies; the kernel may cap them, which is fine.
+fn enlarge_buffers(socket: &std::net::UdpSocket) {
+    let socket = socket2::SockRef::from(socket);
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
-    socket.bind(&bind.into())?;
-    Ok(socket.into())
 }
 
 /// A peer to dial: its address (`host:port`) and the role its certificate must carry.
@@ -247,7 +249,8 @@ async fn exchange(
     }
     // The peer may already have replied and reset; a failed finish shows up in the read below.
     let _ = send.finish();
-    let response = match timeout(HEADER_TIMEOUT, frame::read_header(&mut recv)).await {
+    let reply_timeout = request.reply_timeout();
+    let response = match timeout(reply_timeout, frame::read_header(&mut recv)).await {
         Ok(Ok(response)) => response,
         Ok(Err(FrameError::Io(error))) => return Err(lost(error.to_string())),
         Ok(Err(FrameError::Truncated)) if connection.close_reason().is_some() => {
@@ -262,7 +265,7 @@ async fn exchange(
         Err(_) => {
             return Err(NetError::Timeout {
                 address: address.to_string(),
-                seconds: HEADER_TIMEOUT.as_secs(),
+                seconds: reply_timeout.as_secs(),
             })
         }
     };
@@ -289,77 +292,4 @@ pub async fn resolve(address: &str) -> Result<SocketAddr, NetError> {
         .or(addresses.first())
         .copied()
         .ok_or_else(|| resolve_error("no addresses".to_string()))
-}
-
-/// An image as a server sent it, verified against its digest.
-pub struct ImageReply {
-    pub meta: ImageMeta,
-    pub body: Bytes,
-    pub served_by: String,
-    pub outcome: wire::message::CacheOutcome,
-}
-
-/// Why a `GetImage` did not produce an image.
-#[derive(Debug, thiserror::Error)]
-pub enum GetImageError {
-    #[error("image {0} not found on the canonical")]
-    NotFound(wire::ImageId),
-    /// The server answered with an error other than not-found.
-    #[error("{message}")]
-    Refused {
-        kind: wire::message::ErrorKind,
-        message: String,
-    },
-    #[error("{address} answered GetImage with an unexpected reply")]
-    Unexpected { address: String },
-    #[error(transparent)]
-    Net(#[from] NetError),
-}
-
-impl GetImageError {
-    /// Whether the body failed digest verification.
-    pub fn is_digest_mismatch(&self) -> bool {
-        matches!(
-            self,
-            GetImageError::Net(NetError::Frame {
-                source: FrameError::DigestMismatch { .. },
-                ..
-            })
-        )
-    }
-}
-
-impl Pool {
-    /// Asks `target` for image `id` and reads and verifies its body. The one place that
-    /// speaks the `GetImage` exchange from the requesting side (client, edge, console).
-    pub async fn get_image(
-        &self,
-        target: &Target,
-        id: wire::ImageId,
-    ) -> Result<ImageReply, GetImageError> {
-        let mut exchange = self.call(target, &Request::GetImage { id }, None).await?;
-        match std::mem::replace(&mut exchange.response, Response::Ack) {
-            Response::Image {
-                meta,
-                served_by,
-                outcome,
-            } => {
-                let body = exchange.read_body(&meta).await?;
-                Ok(ImageReply {
-                    meta,
-                    body,
-                    served_by,
-                    outcome,
-                })
-            }
-            Response::Error {
-                kind: wire::message::ErrorKind::NotFound,
-                ..
-            } => Err(GetImageError::NotFound(id)),
-            Response::Error { kind, message } => Err(GetImageError::Refused { kind, message }),
-            _ => Err(GetImageError::Unexpected {
-                address: target.address.clone(),
-            }),
-        }
-    }
 }

@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::frame::{self, FrameError};
+use crate::listen::{Listen, MetricsListen, QuicListen};
 use crate::tls;
 use wire::limits::HEADER_TIMEOUT;
 use wire::message::{CacheOutcome, ErrorKind, ImageMeta, Request, Response};
@@ -41,33 +42,33 @@ pub enum BindError {
     },
 }
 
-/// Binds the QUIC endpoint on `listen` and, with `metrics`, serves a fresh registry there
+/// Makes the QUIC endpoint on `listen` and, with `metrics`, serves a fresh registry there
 /// until `shutdown` fires. Shared by the canonical and the edges.
 pub async fn bind(
-    listen: std::net::SocketAddr,
-    metrics: Option<std::net::SocketAddr>,
+    listen: QuicListen,
+    metrics: Option<MetricsListen>,
     credentials: &tls::Credentials,
     shutdown: &CancellationToken,
 ) -> Result<Bound, BindError> {
-    let quic_error = |source| BindError::Quic {
-        address: listen,
-        source,
+    let address = listen.address();
+    let quic_error = |source| BindError::Quic { address, source };
+    let socket = match listen {
+        Listen::Address(address) => crate::pool::bind_udp(address).map_err(quic_error)?,
+        Listen::Bound(socket) => socket,
     };
-    let endpoint = crate::pool::endpoint(listen, credentials, true).map_err(quic_error)?;
-    let quic = endpoint.local_addr().map_err(|source| {
-        quic_error(crate::pool::NetError::Bind {
-            address: listen,
-            source,
-        })
-    })?;
+    let endpoint = crate::pool::endpoint(socket, credentials, true).map_err(quic_error)?;
+    let quic = endpoint
+        .local_addr()
+        .map_err(|source| quic_error(crate::pool::NetError::Bind { address, source }))?;
     let registry = crate::metrics::Registry::new();
     let metrics = match metrics {
-        Some(address) => Some(
-            crate::metrics::serve(address, registry.clone(), shutdown.clone())
+        Some(listen) => {
+            let address = listen.address();
+            let (bound, _task) = crate::metrics::serve(listen, registry.clone(), shutdown.clone())
                 .await
-                .map_err(|source| BindError::Metrics { address, source })?
-                .0,
-        ),
+                .map_err(|source| BindError::Metrics { address, source })?;
+            Some(bound)
+        }
         None => None,
     };
     Ok(Bound {

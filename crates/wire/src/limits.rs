@@ -1,4 +1,6 @@
-//! Every bound a Flotilla reader enforces, in one place.
+//! Every bound and timeout in Flotilla, in one place. Timeouts compose: an edge's whole
+//! upstream fetch has one budget ([`UPSTREAM_BUDGET`]) that covers waiting for the leader's own
+//! origin fetch, so a slow origin never makes an edge bypass a live leader.
 
 use std::time::Duration;
 
@@ -18,6 +20,40 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a whole request (header, body and all) may take before the caller gives up.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long one fetch of an image from the canonical may take (header and body).
+pub const ORIGIN_FETCH_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// One hop's allowance on top of the work behind it: the leader's reply to an edge travels
+/// one more hop than its origin fetch.
+pub const HOP_ALLOWANCE: Duration = Duration::from_secs(1);
+
+/// An edge's whole budget for producing a missing image: waiting on the leader (which is
+/// doing at most one origin fetch for it) and, only if the leader fails or loses its
+/// leadership meanwhile, fetching from the canonical itself with what is left.
+pub const UPSTREAM_BUDGET: Duration = Duration::from_secs(
+    ORIGIN_FETCH_TIMEOUT.as_secs() + HOP_ALLOWANCE.as_secs() + ORIGIN_FETCH_TIMEOUT.as_secs(),
+);
+
+/// How long the client gives one edge before it fails over to the next. Shorter than the
+/// edge's budget on purpose: the next edge asks the same leader, whose fetch is already under
+/// way, so a failover joins that fetch instead of starting another one at the origin.
+pub const CLIENT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// After the first edge answers, how long the client waits for the others to connect.
+/// Handshakes on one machine take milliseconds; a slower edge is tried after the ones that
+/// answered.
+pub const CLIENT_CONNECT_GRACE: Duration = Duration::from_millis(300);
+
+/// How long one election message may take to be acknowledged before it is abandoned (the
+/// protocol tolerates loss; a retry would only be stale).
+pub const ELECTION_SEND_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// How often an edge pings each peer to measure round-trip time.
+pub const PING_INTERVAL: Duration = Duration::from_millis(1000);
+
+/// A peer ping that takes longer than this counts as lost.
+pub const PING_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// How long establishing a QUIC connection may take; a stopped cluster is reported this fast.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

@@ -29,6 +29,20 @@ pub enum Request {
 }
 
 impl Request {
+    /// How long the sender waits for the reply header. An image may have to be fetched
+    /// upstream before the header can be sent, so a `GetImage` gets the edge's whole upstream
+    /// budget plus a hop; a size may be asked of the canonical, a replica's body is read first;
+    /// everything else is answered from memory.
+    pub fn reply_timeout(&self) -> std::time::Duration {
+        use crate::limits::{HEADER_TIMEOUT, HOP_ALLOWANCE, REQUEST_TIMEOUT, UPSTREAM_BUDGET};
+        match self {
+            Request::GetImage { .. } => UPSTREAM_BUDGET + HOP_ALLOWANCE,
+            // The receiver reads a whole replica body before it acknowledges.
+            Request::ImageSize { .. } | Request::Replicate { .. } => REQUEST_TIMEOUT,
+            Request::Status | Request::Ping | Request::Election(_) => HEADER_TIMEOUT,
+        }
+    }
+
     /// Short name used in logs and metric labels.
     pub fn kind(&self) -> &'static str {
         match self {

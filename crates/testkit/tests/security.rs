@@ -1,15 +1,12 @@
 //! Bad peers and bad bytes: foreign certificates, client certificates sending edge-only
 //! requests, malformed and oversized frames, and an upstream that sends corrupted bodies.
 
-mod common;
-
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{credentials, Options, TestCluster};
 use net::pool::{Pool, Target};
 use net::tls::Credentials;
-use tokio_util::sync::CancellationToken;
+use testkit::{credentials, TestCluster};
 use wire::election::{ElectionKind, ElectionMessage};
 use wire::message::ErrorKind;
 use wire::pki::ClusterCa;
@@ -17,12 +14,13 @@ use wire::Role;
 use wire::{CacheOutcome, Digest, ImageId, ImageMeta, NodeIndex, Request, Response, Term};
 
 fn pool_with(credentials: &Credentials) -> Pool {
-    Pool::new(net::pool::endpoint("127.0.0.1:0".parse().unwrap(), credentials, false).unwrap())
+    let socket = net::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+    Pool::new(net::pool::endpoint(socket, credentials, false).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_from_another_ca_is_rejected() {
-    let cluster = TestCluster::start(Options::default()).await;
+    let cluster = TestCluster::builder().start().await;
     let stranger = Credentials::issue(&ClusterCa::generate().unwrap(), Role::Client).unwrap();
     let pool = pool_with(&stranger);
     let target = Target::new(cluster.file.nodes[0].quic.clone(), Role::Node(NodeIndex(1)));
@@ -33,7 +31,7 @@ async fn a_certificate_from_another_ca_is_rejected() {
     );
 
     // A foreign server is rejected by our client as well.
-    let canonical_target = Target::new(cluster.canonical.quic.to_string(), Role::Canonical);
+    let canonical_target = Target::new(cluster.origin.to_string(), Role::Canonical);
     assert!(pool
         .call(&canonical_target, &Request::Ping, None)
         .await
@@ -47,7 +45,7 @@ async fn a_certificate_from_another_ca_is_rejected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_certificate_cannot_send_edge_only_requests() {
-    let cluster = TestCluster::start(Options::default()).await;
+    let cluster = TestCluster::builder().start().await;
     let pool = pool_with(&credentials(Role::Client));
     let target = Target::new(cluster.file.nodes[1].quic.clone(), Role::Node(NodeIndex(2)));
 
@@ -119,10 +117,10 @@ async fn send_raw(pool: &Pool, target: &Target, bytes: &[u8]) -> Option<Response
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_oversized_frames_never_stop_a_server() {
-    let cluster = TestCluster::start(Options::default()).await;
+    let cluster = TestCluster::builder().start().await;
     let pool = pool_with(&credentials(Role::Client));
     let node = Target::new(cluster.file.nodes[0].quic.clone(), Role::Node(NodeIndex(1)));
-    let canonical = Target::new(cluster.canonical.quic.to_string(), Role::Canonical);
+    let canonical = Target::new(cluster.origin.to_string(), Role::Canonical);
     let mut garbage_cbor = 6u32.to_be_bytes().to_vec();
     garbage_cbor.extend_from_slice(&[0xbf, 0xff, 0x13, 0x37, 0xde, 0xad]);
     let mut wrong_shape = Vec::new();
@@ -205,47 +203,14 @@ impl net::server::Handler for CorruptingOrigin {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_body_is_neither_cached_nor_returned() {
-    let shutdown = CancellationToken::new();
-    let endpoint = net::pool::endpoint(
-        "127.0.0.1:0".parse().unwrap(),
-        &credentials(Role::Canonical),
-        true,
-    )
-    .unwrap();
-    let origin_address = endpoint.local_addr().unwrap();
-    tokio::spawn(net::server::serve(
-        endpoint,
-        Arc::new(CorruptingOrigin),
-        shutdown.clone(),
-    ));
-    let _stop_origin = shutdown.drop_guard();
-
-    let node_shutdown = CancellationToken::new();
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let running = node::start(
-        node::Config {
-            index: NodeIndex(1),
-            name: "lonely_node".into(),
-            listen: format!("127.0.0.1:{port}").parse().unwrap(),
-            metrics: None,
-            canonical: origin_address.to_string(),
-            peers: [(NodeIndex(1), format!("127.0.0.1:{port}"))]
-                .into_iter()
-                .collect(),
-            cache_bytes: 1 << 20,
-            replicas: 1,
-            credentials: credentials(Role::Node(NodeIndex(1))),
-            election: node::election::Config::default(),
-        },
-        node_shutdown.clone(),
-    )
-    .await
-    .unwrap();
-    let _stop_node = node_shutdown.drop_guard();
+    let cluster = TestCluster::builder()
+        .nodes(1)
+        .replicas(1)
+        .cache_mb(1)
+        .origin(Arc::new(CorruptingOrigin))
+        .start()
+        .await;
+    let running = &cluster.nodes[&NodeIndex(1)].running;
 
     let pool = pool_with(&credentials(Role::Client));
     let target = Target::new(running.quic.to_string(), Role::Node(NodeIndex(1)));

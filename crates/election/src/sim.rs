@@ -312,12 +312,11 @@ impl Sim {
                     }));
                     self.next_sequence += 1;
                 }
-                Output::LeaderChanged { term, leader } => {
+                Output::ViewChanged(view) => {
                     let node = self.node(from.0);
-                    if node.map(|node| (node.term(), node.leader())) != Some((term, leader)) {
+                    if node.map(|node| node.view()) != Some(view) {
                         let message = format!(
-                            "at {} ms node {from} announced term {term} leader {leader:?} \
-                             but its state says otherwise",
+                            "at {} ms node {from} announced {view:?} but its state says otherwise",
                             self.elapsed_ms()
                         );
                         self.checker.record(message);

@@ -1,12 +1,10 @@
 //! Metrics over HTTP: the RTT gauge for every peer, counters that move with traffic, and text
 //! that `promtool check metrics` accepts (when promtool is installed; the Docker suite installs it).
 
-mod common;
-
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use common::{counter, wait_until, Options, TestCluster};
+use testkit::{counter, wait_until, TestCluster};
 use wire::ImageId;
 
 fn scrape(address: std::net::SocketAddr) -> String {
@@ -27,12 +25,7 @@ fn scrape(address: std::net::SocketAddr) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_show_every_peer_rtt_and_move_with_traffic() {
-    let cluster = TestCluster::start(Options {
-        nodes: 3,
-        metrics: true,
-        ..Options::default()
-    })
-    .await;
+    let cluster = TestCluster::builder().nodes(3).metrics().start().await;
     let address = cluster.nodes[&wire::NodeIndex(1)]
         .running
         .metrics

@@ -13,7 +13,7 @@ impl Election {
     /// Take in one message from peer `from` (as named by its certificate, never by the
     /// message). Messages from unknown indices or from this node itself are ignored.
     pub fn handle(&mut self, now: Instant, from: NodeIndex, msg: ElectionMessage) -> Vec<Output> {
-        let before = (self.term, self.leader());
+        let before = self.view();
         let mut outputs = Vec::new();
         if from != self.me && self.members.contains(from) {
             self.receive(now, from, msg, &mut outputs);

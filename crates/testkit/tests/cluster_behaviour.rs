@@ -1,43 +1,19 @@
 //! Election, origin shield and replication in an in-process cluster over real QUIC.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{counter_with, wait_until, Options, TestCluster};
+use testkit::{counter_with, wait_until, TestCluster};
 use wire::routing::{rank, Routing};
 use wire::{ElectionRole, ImageId, NodeIndex};
 
 /// Generous: the election settles in about a second; CI machines can be slow.
 const SETTLE: Duration = Duration::from_secs(20);
 
-/// Whether every running node agrees that `leader` leads, in one term.
-fn agreed_on(cluster: &TestCluster, leader: u16) -> bool {
-    let statuses: Vec<_> = cluster
-        .nodes
-        .values()
-        .map(|n| n.running.node.status())
-        .collect();
-    let term = statuses[0].term;
-    statuses
-        .iter()
-        .all(|s| s.leader == Some(NodeIndex(leader)) && s.term == term)
-        && statuses
-            .iter()
-            .filter(|s| s.role == ElectionRole::Leader)
-            .count()
-            == 1
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_highest_node_leads_and_the_next_takes_over_in_a_higher_term() {
-    let mut cluster = TestCluster::start(Options {
-        nodes: 5,
-        ..Options::default()
-    })
-    .await;
+    let mut cluster = TestCluster::builder().nodes(5).start().await;
     assert!(
-        wait_until(SETTLE, || agreed_on(&cluster, 5)).await,
+        wait_until(SETTLE, || cluster.agreed_on(5)).await,
         "node 5 never led: {:?}",
         statuses(&cluster)
     );
@@ -45,7 +21,7 @@ async fn the_highest_node_leads_and_the_next_takes_over_in_a_higher_term() {
 
     cluster.stop_node(5).await;
     assert!(
-        wait_until(SETTLE, || agreed_on(&cluster, 4)).await,
+        wait_until(SETTLE, || cluster.agreed_on(4)).await,
         "node 4 never took over: {:?}",
         statuses(&cluster)
     );
@@ -58,13 +34,9 @@ async fn the_highest_node_leads_and_the_next_takes_over_in_a_higher_term() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cold_fetch_lands_in_the_caches_its_routing_names() {
-    let cluster = TestCluster::start(Options {
-        nodes: 5,
-        ..Options::default()
-    })
-    .await;
+    let cluster = TestCluster::builder().nodes(5).start().await;
     assert!(
-        wait_until(SETTLE, || agreed_on(&cluster, 5)).await,
+        wait_until(SETTLE, || cluster.agreed_on(5)).await,
         "no leader: {:?}",
         statuses(&cluster)
     );
@@ -86,7 +58,7 @@ async fn a_cold_fetch_lands_in_the_caches_its_routing_names() {
         "image {id} not on its routing targets {replicas:?}"
     );
     let canonical_fetches = counter_with(
-        &cluster.canonical.registry.render(),
+        &cluster.canonical().registry.render(),
         "flotilla_requests_total",
         "kind=\"get_image\"",
     );
@@ -103,13 +75,9 @@ async fn a_cold_fetch_lands_in_the_caches_its_routing_names() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_primary_lands_on_a_warm_replica() {
-    let mut cluster = TestCluster::start(Options {
-        nodes: 5,
-        ..Options::default()
-    })
-    .await;
+    let mut cluster = TestCluster::builder().nodes(5).start().await;
     assert!(
-        wait_until(SETTLE, || agreed_on(&cluster, 5)).await,
+        wait_until(SETTLE, || cluster.agreed_on(5)).await,
         "no leader: {:?}",
         statuses(&cluster)
     );
@@ -144,13 +112,9 @@ async fn losing_the_primary_lands_on_a_warm_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_images_stay_servable_while_the_leader_is_replaced() {
-    let mut cluster = TestCluster::start(Options {
-        nodes: 5,
-        ..Options::default()
-    })
-    .await;
+    let mut cluster = TestCluster::builder().nodes(5).start().await;
     assert!(
-        wait_until(SETTLE, || agreed_on(&cluster, 5)).await,
+        wait_until(SETTLE, || cluster.agreed_on(5)).await,
         "no leader: {:?}",
         statuses(&cluster)
     );
@@ -182,7 +146,7 @@ async fn cached_images_stay_servable_while_the_leader_is_replaced() {
         "requests failed during failover: {failures:?}"
     );
     assert!(
-        wait_until(SETTLE, || agreed_on(&cluster, 4)).await,
+        wait_until(SETTLE, || cluster.agreed_on(4)).await,
         "no new leader: {:?}",
         statuses(&cluster)
     );

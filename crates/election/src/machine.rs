@@ -9,7 +9,7 @@ use wire::{ElectionRole, NodeIndex, Term};
 
 use super::config::Config;
 use super::members::Members;
-use super::Output;
+use super::{Output, View};
 
 /// What the node is doing in its current term.
 #[derive(Clone, Debug)]
@@ -111,6 +111,15 @@ impl Election {
         }
     }
 
+    /// Role, term and leader together.
+    pub fn view(&self) -> View {
+        View {
+            role: self.role(),
+            term: self.term,
+            leader: self.leader(),
+        }
+    }
+
     /// When the driver must call [`Election::tick`] next, at the latest.
     pub fn next_wakeup(&self) -> Instant {
         match &self.phase {
@@ -128,7 +137,7 @@ impl Election {
     /// Let time pass: start an election when the timer runs out, stand as candidate when no
     /// higher node answered, give up a term without votes, heartbeat or step down as leader.
     pub fn tick(&mut self, now: Instant) -> Vec<Output> {
-        let before = (self.term, self.leader());
+        let before = self.view();
         let mut outputs = Vec::new();
         let timer_expired = now >= self.deadline;
         match self.phase {
@@ -270,14 +279,11 @@ impl Election {
         }
     }
 
-    /// Report a change of term or leader to the driver.
-    pub(super) fn announce(&self, before: (Term, Option<NodeIndex>), outputs: &mut Vec<Output>) {
-        let after = (self.term, self.leader());
+    /// Report a change of role, term or leader to the driver.
+    pub(super) fn announce(&self, before: View, outputs: &mut Vec<Output>) {
+        let after = self.view();
         if after != before {
-            outputs.push(Output::LeaderChanged {
-                term: after.0,
-                leader: after.1,
-            });
+            outputs.push(Output::ViewChanged(after));
         }
     }
 }

@@ -1,16 +1,14 @@
 //! The image path end to end, in process: canonical + edges + client over real QUIC.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use client::ClientError;
-use common::{counter_with, Options, TestCluster};
+use testkit::{counter_with, TestCluster};
 use wire::{CacheOutcome, ImageId};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_image_returns_the_canonical_png_byte_for_byte() {
-    let cluster = TestCluster::start(Options::default()).await;
+    let cluster = TestCluster::builder().start().await;
     let client = cluster.client();
     client.connect_all().await.unwrap();
     let fetched = client.get_image(ImageId(123)).await.unwrap();
@@ -42,11 +40,7 @@ async fn arbitrary_files_come_back_identical_with_exact_sizes() {
         let body: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8 ^ id as u8).collect();
         std::fs::write(images.path().join(format!("{id}.{extension}")), body).unwrap();
     }
-    let cluster = TestCluster::start(Options {
-        images: Some(images.path().to_path_buf()),
-        ..Options::default()
-    })
-    .await;
+    let cluster = TestCluster::builder().images(images.path()).start().await;
     let client = cluster.client();
     client.connect_all().await.unwrap();
     for (id, size, _) in sizes {
@@ -66,7 +60,7 @@ async fn arbitrary_files_come_back_identical_with_exact_sizes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_concurrent_misses_make_one_canonical_fetch() {
-    let cluster = TestCluster::start(Options::default()).await;
+    let cluster = TestCluster::builder().start().await;
     let client = std::sync::Arc::new(cluster.client());
     client.connect_all().await.unwrap();
     let requests = (0..100).map(|_| {
@@ -78,7 +72,7 @@ async fn a_hundred_concurrent_misses_make_one_canonical_fetch() {
         outcomes.push(request.await.unwrap().unwrap().outcome);
     }
     let canonical_fetches = counter_with(
-        &cluster.canonical.registry.render(),
+        &cluster.canonical().registry.render(),
         "flotilla_requests_total",
         "kind=\"get_image\"",
     );
@@ -98,7 +92,7 @@ async fn a_hundred_concurrent_misses_make_one_canonical_fetch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_ids_are_reported_as_not_found() {
-    let cluster = TestCluster::start(Options::default()).await;
+    let cluster = TestCluster::builder().start().await;
     let client = cluster.client();
     client.connect_all().await.unwrap();
     let error = client.get_image(ImageId(999_999)).await.err().unwrap();
@@ -111,7 +105,7 @@ async fn unknown_ids_are_reported_as_not_found() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_cluster_is_reported_within_seconds() {
-    let mut cluster = TestCluster::start(Options::default()).await;
+    let mut cluster = TestCluster::builder().start().await;
     for index in 1..=3 {
         cluster.stop_node(index).await;
     }
@@ -129,7 +123,7 @@ async fn a_stopped_cluster_is_reported_within_seconds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_edge_is_skipped_and_the_next_serves() {
-    let mut cluster = TestCluster::start(Options::default()).await;
+    let mut cluster = TestCluster::builder().start().await;
     let client = cluster.client();
     client.connect_all().await.unwrap();
     let primary = client.route(ImageId(42))[0];

@@ -59,7 +59,8 @@
 //! Map [`Output::Send`] to a `Request::Election(msg)` on a new stream to edge `to`, fire and
 //! forget (the `Response::Ack` carries nothing; answers arrive as separate messages). Feed a
 //! received `Request::Election(msg)` to [`Election::handle`] with the sender's index from its
-//! certificate. [`Output::LeaderChanged`] is for logs, metrics and the replication layer.
+//! certificate. [`Output::ViewChanged`] is the node's view of the election (role, term,
+//! leader): the driver publishes it to the rest of the node, its metrics and its logs.
 
 mod config;
 mod machine;
@@ -82,16 +83,32 @@ pub use config::{
 pub use machine::Election;
 
 use wire::election::ElectionMessage;
-use wire::{NodeIndex, Term};
+use wire::{ElectionRole, NodeIndex, Term};
 
 /// What the state machine asks its driver to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
     /// Send `msg` to edge `to` as `Request::Election(msg)`. Loss is tolerated: never retry.
     Send { to: NodeIndex, msg: ElectionMessage },
-    /// The term or the known leader changed (`leader == Some(me)` when this node now leads).
-    LeaderChanged {
-        term: Term,
-        leader: Option<NodeIndex>,
-    },
+    /// The role, the term or the known leader changed; the new view, as [`Election::view`]
+    /// would report it now.
+    ViewChanged(View),
+}
+
+/// One node's view of the election: what `status` reports and what the node acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct View {
+    pub role: ElectionRole,
+    pub term: Term,
+    /// The leader of `term` as far as this node knows (`Some(me)` when it leads).
+    pub leader: Option<NodeIndex>,
+}
+
+impl View {
+    /// The view of a node that has just started: a follower in term 0 that knows no leader.
+    pub const INITIAL: View = View {
+        role: ElectionRole::Follower,
+        term: Term(0),
+        leader: None,
+    };
 }

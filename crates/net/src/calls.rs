@@ -1,0 +1,160 @@
+//! Typed peer calls: one method per request kind on [`Pool`], each sending its request and
+//! turning the reply into a value or a [`CallError`]. The only place that matches a
+//! [`Response`] on the requesting side, so the client, the edges and the console read replies
+//! the same way.
+
+use bytes::Bytes;
+use wire::election::ElectionMessage;
+use wire::message::{CacheOutcome, ErrorKind};
+use wire::{ImageId, ImageMeta, NodeStatus, Request, Response, Term};
+
+use crate::frame::FrameError;
+use crate::pool::{Exchange, NetError, Pool, Target};
+
+/// An image as a server sent it, verified against its digest.
+pub struct ImageReply {
+    pub meta: ImageMeta,
+    pub body: Bytes,
+    pub served_by: String,
+    pub outcome: CacheOutcome,
+}
+
+/// Why a call did not produce its answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("image {0} not found on the canonical")]
+    NotFound(ImageId),
+    /// The server answered with an error other than not-found.
+    #[error("{message}")]
+    Refused { kind: ErrorKind, message: String },
+    #[error("{address} answered {request} with an unexpected reply")]
+    Unexpected {
+        address: String,
+        request: &'static str,
+    },
+    #[error(transparent)]
+    Net(#[from] NetError),
+}
+
+impl CallError {
+    /// Whether the body failed digest verification.
+    pub fn is_digest_mismatch(&self) -> bool {
+        matches!(
+            self,
+            CallError::Net(NetError::Frame {
+                source: FrameError::DigestMismatch { .. },
+                ..
+            }) | CallError::Refused {
+                kind: ErrorKind::DigestMismatch,
+                ..
+            }
+        )
+    }
+}
+
+/// The reply of `exchange` when it is not the expected one: an error reply becomes
+/// [`CallError::Refused`] (or [`CallError::NotFound`] for `id`), anything else unexpected.
+fn unexpected(
+    target: &Target,
+    request: &Request,
+    response: Response,
+    id: Option<ImageId>,
+) -> CallError {
+    match (response, id) {
+        (
+            Response::Error {
+                kind: ErrorKind::NotFound,
+                ..
+            },
+            Some(id),
+        ) => CallError::NotFound(id),
+        (Response::Error { kind, message }, _) => CallError::Refused { kind, message },
+        _ => CallError::Unexpected {
+            address: target.address.clone(),
+            request: request.kind(),
+        },
+    }
+}
+
+impl Pool {
+    async fn ask(&self, target: &Target, request: &Request) -> Result<Exchange, CallError> {
+        Ok(self.call(target, request, None).await?)
+    }
+
+    /// Liveness: the responder's name.
+    pub async fn ping(&self, target: &Target) -> Result<String, CallError> {
+        let request = Request::Ping;
+        match self.ask(target, &request).await?.response {
+            Response::Pong { name } => Ok(name),
+            other => Err(unexpected(target, &request, other, None)),
+        }
+    }
+
+    /// The member's status row.
+    pub async fn status(&self, target: &Target) -> Result<NodeStatus, CallError> {
+        let request = Request::Status;
+        match self.ask(target, &request).await?.response {
+            Response::Status(status) => Ok(status),
+            other => Err(unexpected(target, &request, other, None)),
+        }
+    }
+
+    /// The size of image `id` in bytes, from metadata.
+    pub async fn image_size(&self, target: &Target, id: ImageId) -> Result<u64, CallError> {
+        let request = Request::ImageSize { id };
+        match self.ask(target, &request).await?.response {
+            Response::Size { size, .. } => Ok(size),
+            other => Err(unexpected(target, &request, other, Some(id))),
+        }
+    }
+
+    /// Asks `target` for image `id` and reads and verifies its body.
+    pub async fn get_image(&self, target: &Target, id: ImageId) -> Result<ImageReply, CallError> {
+        let request = Request::GetImage { id };
+        let mut exchange = self.ask(target, &request).await?;
+        match std::mem::replace(&mut exchange.response, Response::Ack) {
+            Response::Image {
+                meta,
+                served_by,
+                outcome,
+            } if meta.id == id => {
+                let body = exchange.read_body(&meta).await?;
+                Ok(ImageReply {
+                    meta,
+                    body,
+                    served_by,
+                    outcome,
+                })
+            }
+            other => Err(unexpected(target, &request, other, Some(id))),
+        }
+    }
+
+    /// Pushes a replica of an image (edges only): the body follows the header.
+    pub async fn replicate(
+        &self,
+        target: &Target,
+        term: Term,
+        meta: ImageMeta,
+        body: Bytes,
+    ) -> Result<(), CallError> {
+        let request = Request::Replicate { term, meta };
+        match self.call(target, &request, Some(body)).await?.response {
+            Response::Ack => Ok(()),
+            other => Err(unexpected(target, &request, other, None)),
+        }
+    }
+
+    /// Sends one election message (edges only).
+    pub async fn send_election(
+        &self,
+        target: &Target,
+        message: ElectionMessage,
+    ) -> Result<(), CallError> {
+        let request = Request::Election(message);
+        match self.ask(target, &request).await?.response {
+            Response::Ack => Ok(()),
+            other => Err(unexpected(target, &request, other, None)),
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! The leader is the origin shield even when the origin is slow: edges wait for a live leader
+//! instead of going around it, so a burst of misses for one image costs one origin fetch.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use net::server::{reply_error, reply_image, Handler};
+use net::Target;
+use quinn::{RecvStream, SendStream};
+use testkit::{credentials, wait_until, TestCluster};
+use wire::message::ErrorKind;
+use wire::{CacheOutcome, Digest, ImageId, ImageMeta, NodeIndex, Request, Role};
+
+/// How long the slow origin takes to answer: longer than an edge used to wait for the leader
+/// (2 s) before going to the origin itself.
+const ORIGIN_DELAY: Duration = Duration::from_secs(3);
+
+/// Requests sent at once, spread over every edge.
+const REQUESTS: usize = 50;
+
+/// An origin that answers every image request after [`ORIGIN_DELAY`] and counts them.
+struct SlowOrigin {
+    image_requests: AtomicUsize,
+    body: Bytes,
+}
+
+impl Handler for SlowOrigin {
+    async fn handle(
+        self: Arc<Self>,
+        _peer: Role,
+        request: Request,
+        mut send: SendStream,
+        _recv: RecvStream,
+    ) {
+        let Request::GetImage { id } = request else {
+            reply_error(&mut send, ErrorKind::BadRequest, "only images here").await;
+            return;
+        };
+        self.image_requests.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(ORIGIN_DELAY).await;
+        let meta = ImageMeta {
+            id,
+            size: self.body.len() as u64,
+            content_type: "image/png".into(),
+            digest: Digest::of(&self.body),
+        };
+        let _ = reply_image(
+            &mut send,
+            meta,
+            "slow_origin",
+            CacheOutcome::Origin,
+            self.body.clone(),
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_origin_behind_a_live_leader_is_fetched_once() {
+    let origin = Arc::new(SlowOrigin {
+        image_requests: AtomicUsize::new(0),
+        body: Bytes::from(
+            (0..200_000u32)
+                .map(|i| (i % 251) as u8)
+                .collect::<Vec<u8>>(),
+        ),
+    });
+    let cluster = TestCluster::builder()
+        .nodes(4)
+        .origin(origin.clone())
+        .start()
+        .await;
+    assert!(
+        wait_until(Duration::from_secs(20), || cluster.agreed_on(4)).await,
+        "node 4 never led"
+    );
+
+    let socket = net::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+    let pool = Arc::new(net::Pool::new(
+        net::endpoint(socket, &credentials(Role::Client), false).unwrap(),
+    ));
+    let edges: Vec<Target> = cluster
+        .file
+        .nodes
+        .iter()
+        .map(|member| Target::new(member.quic.clone(), Role::Node(NodeIndex(member.index))))
+        .collect();
+    let requests = (0..REQUESTS).map(|i| {
+        let pool = pool.clone();
+        let target = edges[i % edges.len()].clone();
+        tokio::spawn(async move { pool.get_image(&target, ImageId(77)).await })
+    });
+    let replies = futures::future::join_all(requests).await;
+
+    for reply in replies {
+        let reply = reply
+            .expect("the request task")
+            .expect("every request is served");
+        assert_eq!(reply.body, origin.body, "served bytes match the origin's");
+    }
+    assert_eq!(
+        origin.image_requests.load(Ordering::SeqCst),
+        1,
+        "{REQUESTS} requests over {} edges must cost exactly one origin fetch",
+        edges.len()
+    );
+}
