@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 
 /// Flotilla's canonical origin: serves the original images to the edge nodes over QUIC.
 #[derive(Parser, Debug)]
@@ -32,23 +31,15 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
-    net::logging::init("info");
     let args = Args::parse();
-    match run(args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {}", wire::one_line(error.as_ref()));
-            std::process::ExitCode::FAILURE
-        }
-    }
+    net::signals::main("info", || run(args))
 }
 
 #[tokio::main]
 async fn run(args: Args) -> anyhow::Result<()> {
     let credentials = net::tls::Credentials::load(&args.certs)
         .with_context(|| format!("loading certificates from {}", args.certs.display()))?;
-    let shutdown = CancellationToken::new();
-    tokio::spawn(net::signals::on_termination(shutdown.clone()));
+    let shutdown = net::signals::shutdown_on_termination();
     canonical::run(
         canonical::Config {
             name: args.name,

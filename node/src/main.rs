@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
 use wire::NodeIndex;
 
 /// A Flotilla edge node: caches images, elects a leader with its peers, serves clients.
@@ -77,14 +76,7 @@ fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let console = matches!(args.command, Command::Console { .. });
     // The console's output is for a human; keep library logs out of it.
-    net::logging::init(if console { "warn" } else { "info" });
-    match run(args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {}", wire::one_line(error.as_ref()));
-            std::process::ExitCode::FAILURE
-        }
-    }
+    net::signals::main(if console { "warn" } else { "info" }, || run(args))
 }
 
 #[tokio::main]
@@ -105,8 +97,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     "--peer {index} given twice"
                 );
             }
-            let shutdown = CancellationToken::new();
-            tokio::spawn(net::signals::on_termination(shutdown.clone()));
+            let shutdown = net::signals::shutdown_on_termination();
             node::run(
                 node::Config {
                     name: serve

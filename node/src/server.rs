@@ -162,10 +162,16 @@ impl Node {
             }
             Ok(Err(error)) => {
                 tracing::warn!(%peer, %error, "replica rejected");
-                if matches!(error, net::frame::FrameError::DigestMismatch { .. }) {
-                    self.metrics.digest_mismatches.increment(1);
-                }
-                reply_error(send, ErrorKind::DigestMismatch, error.to_string()).await;
+                // Only a body that arrived whole and hashed wrong is a digest mismatch; a short,
+                // long or oversized body is a malformed request.
+                let kind = match error {
+                    net::frame::FrameError::DigestMismatch { .. } => {
+                        self.metrics.digest_mismatches.increment(1);
+                        ErrorKind::DigestMismatch
+                    }
+                    _ => ErrorKind::BadRequest,
+                };
+                reply_error(send, kind, error.to_string()).await;
                 "rejected"
             }
             Err(_) => {

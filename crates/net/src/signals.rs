@@ -1,5 +1,6 @@
-//! SIGTERM and SIGINT handling for the binaries (a node is PID 1 in its container, so nobody
-//! else will turn a SIGTERM into an exit).
+//! What every binary does around its own work: SIGTERM and SIGINT handling (a node is PID 1
+//! in its container, so nobody else will turn a SIGTERM into an exit), logging, and a failure
+//! printed as one line.
 
 use tokio_util::sync::CancellationToken;
 
@@ -18,4 +19,28 @@ pub async fn on_termination(shutdown: CancellationToken) {
         _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
     }
     shutdown.cancel();
+}
+
+/// A token that the first SIGTERM or SIGINT cancels. Call from inside the runtime.
+pub fn shutdown_on_termination() -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(on_termination(shutdown.clone()));
+    shutdown
+}
+
+/// A binary's `main` after parsing its flags: logging filtered by `RUST_LOG` (else
+/// `default_filter`), then `run`, and a failure printed as one line with exit code 1.
+pub fn main<E>(default_filter: &str, run: impl FnOnce() -> Result<(), E>) -> std::process::ExitCode
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    crate::logging::init(default_filter);
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            let error: Box<dyn std::error::Error + Send + Sync> = error.into();
+            eprintln!("error: {}", wire::one_line(error.as_ref()));
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use net::pool::{Pool, Target};
 use net::tls::Credentials;
+use net::CallError;
 use testkit::{credentials, TestCluster};
 use wire::election::{ElectionKind, ElectionMessage};
 use wire::message::ErrorKind;
@@ -232,5 +233,58 @@ async fn a_corrupted_body_is_neither_cached_nor_returned() {
         running.node.status().cache_items,
         0,
         "corrupted image must not be cached"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_replica_is_refused_for_what_is_wrong_with_it_and_not_cached() {
+    let cluster = TestCluster::builder().start().await;
+    // A peer edge's certificate: replication is allowed, the bytes are checked.
+    let pool = pool_with(&credentials(Role::Node(NodeIndex(3))));
+    let target = Target::new(cluster.file.nodes[0].quic.clone(), Role::Node(NodeIndex(1)));
+    let body = Bytes::from(vec![9u8; 1000]);
+    let meta = ImageMeta {
+        id: ImageId(55),
+        size: 1000,
+        content_type: "image/png".into(),
+        digest: Digest::of(&body),
+    };
+    let term = cluster.node(1).leadership().term;
+
+    let short = pool
+        .replicate(&target, term, meta.clone(), body.slice(..999))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            short,
+            CallError::Refused {
+                kind: ErrorKind::BadRequest,
+                ..
+            }
+        ),
+        "a short body is a malformed request, not a digest mismatch: {short:?}"
+    );
+
+    let mut forged = body.to_vec();
+    forged[10] ^= 1;
+    let forged = pool
+        .replicate(&target, term, meta, Bytes::from(forged))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            forged,
+            CallError::Refused {
+                kind: ErrorKind::DigestMismatch,
+                ..
+            }
+        ),
+        "{forged:?}"
+    );
+    assert_eq!(
+        cluster.node(1).status().cache_items,
+        0,
+        "nothing was cached"
     );
 }
