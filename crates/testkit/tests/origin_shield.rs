@@ -20,10 +20,25 @@ const ORIGIN_DELAY: Duration = Duration::from_secs(3);
 /// Requests sent at once, spread over every edge.
 const REQUESTS: usize = 50;
 
-/// An origin that answers every image request after [`ORIGIN_DELAY`] and counts them.
+/// An origin that answers every image request after `delay` and counts them.
 struct SlowOrigin {
+    delay: Duration,
     image_requests: AtomicUsize,
     body: Bytes,
+}
+
+impl SlowOrigin {
+    fn new(delay: Duration) -> Arc<SlowOrigin> {
+        Arc::new(SlowOrigin {
+            delay,
+            image_requests: AtomicUsize::new(0),
+            body: Bytes::from(
+                (0..200_000u32)
+                    .map(|i| (i % 251) as u8)
+                    .collect::<Vec<u8>>(),
+            ),
+        })
+    }
 }
 
 impl Handler for SlowOrigin {
@@ -39,7 +54,7 @@ impl Handler for SlowOrigin {
             return;
         };
         self.image_requests.fetch_add(1, Ordering::SeqCst);
-        tokio::time::sleep(ORIGIN_DELAY).await;
+        tokio::time::sleep(self.delay).await;
         let meta = ImageMeta {
             id,
             size: self.body.len() as u64,
@@ -59,14 +74,7 @@ impl Handler for SlowOrigin {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_origin_behind_a_live_leader_is_fetched_once() {
-    let origin = Arc::new(SlowOrigin {
-        image_requests: AtomicUsize::new(0),
-        body: Bytes::from(
-            (0..200_000u32)
-                .map(|i| (i % 251) as u8)
-                .collect::<Vec<u8>>(),
-        ),
-    });
+    let origin = SlowOrigin::new(ORIGIN_DELAY);
     let cluster = TestCluster::builder()
         .nodes(4)
         .origin(origin.clone())
@@ -105,5 +113,38 @@ async fn a_slow_origin_behind_a_live_leader_is_fetched_once() {
         1,
         "{REQUESTS} requests over {} edges must cost exactly one origin fetch",
         edges.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_failover_joins_the_fetch_under_way_instead_of_starting_another() {
+    // Slower than the client's attempt on one edge, so the client fails over mid-fetch.
+    let delay = wire::limits::CLIENT_ATTEMPT_TIMEOUT + Duration::from_secs(1);
+    let origin = SlowOrigin::new(delay);
+    let cluster = TestCluster::builder()
+        .nodes(3)
+        .origin(origin.clone())
+        .start()
+        .await;
+    assert!(
+        wait_until(Duration::from_secs(20), || cluster.agreed_on(3)).await,
+        "node 3 never led"
+    );
+    let client = cluster.client();
+    client.connect_all().await.expect("the edges answer");
+    let primary = client.route(ImageId(91))[0];
+    let fetched = client
+        .get_image(ImageId(91))
+        .await
+        .expect("the failover edge serves the image");
+    assert_eq!(fetched.body, origin.body);
+    assert_ne!(
+        fetched.edge, primary,
+        "the primary edge cannot have answered in time"
+    );
+    assert_eq!(
+        origin.image_requests.load(Ordering::SeqCst),
+        1,
+        "the failover must join the fetch under way, not start a second one"
     );
 }
