@@ -13,6 +13,12 @@ pub const NODE_IMAGE: &str = "flotilla-node:dev";
 pub const CANONICAL_IMAGE: &str = "flotilla-canonical:dev";
 /// Label holding a cluster's prefix, on containers, the network and the volume.
 pub const CLUSTER_LABEL: &str = "flotilla.cluster";
+/// Label holding the id `up` gave the cluster (in `state.json`), on containers, the network
+/// and the volume: what tells two clusters of one prefix apart.
+pub const ID_LABEL: &str = "flotilla.cluster-id";
+/// Label holding the cluster folder of the checkout that started the cluster, so that a
+/// refusal can say where the owner is.
+pub const CHECKOUT_LABEL: &str = "flotilla.checkout";
 /// Label holding `node` or `canonical`.
 pub const ROLE_LABEL: &str = "flotilla.role";
 /// Label holding the member index (0 for the canonical).
@@ -71,6 +77,10 @@ pub struct Container {
     pub image: String,
     /// Host ports it publishes (kept while it is stopped).
     pub host_ports: Vec<u16>,
+    /// The id of the cluster it belongs to (absent on containers of older versions).
+    pub cluster_id: Option<String>,
+    /// The cluster folder of the checkout that started it.
+    pub checkout: Option<String>,
 }
 
 impl Container {
@@ -114,10 +124,14 @@ fn parse_container(value: &Value) -> Container {
             .unwrap_or_default()
             .to_string()
     };
-    let index = value
-        .pointer("/Config/Labels")
-        .and_then(|labels| labels.get(INDEX_LABEL))
-        .and_then(Value::as_str)
+    let label = |name: &str| {
+        value
+            .pointer("/Config/Labels")
+            .and_then(|labels| labels.get(name))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let index = label(INDEX_LABEL)
         .and_then(|index| index.parse().ok())
         .unwrap_or(u16::MAX);
     let ip = value
@@ -158,7 +172,29 @@ fn parse_container(value: &Value) -> Container {
         ip,
         image: text("/Image"),
         host_ports,
+        cluster_id: label(ID_LABEL),
+        checkout: label(CHECKOUT_LABEL),
     }
+}
+
+/// The checkout (cluster folder) that owns cluster `prefix`'s containers, when it is not the
+/// one at `cluster_dir` and not the cluster `cluster_id` recorded there: a prefix another
+/// checkout uses.
+pub fn owner_elsewhere(
+    sh: &Shell,
+    prefix: &str,
+    cluster_dir: &std::path::Path,
+    cluster_id: Option<&str>,
+) -> anyhow::Result<Option<String>> {
+    let here = cluster_dir.display().to_string();
+    Ok(containers(sh, Some(prefix))?.into_iter().find_map(|c| {
+        let ours = c
+            .checkout
+            .as_deref()
+            .is_none_or(|checkout| checkout == here)
+            && (cluster_id.is_none() || c.cluster_id.as_deref() == cluster_id);
+        (!ours).then(|| c.checkout.unwrap_or_else(|| "another checkout".to_string()))
+    }))
 }
 
 /// Host ports published by any Flotilla container, running or not.
@@ -235,7 +271,7 @@ mod tests {
         let value: Value = serde_json::from_str(
             r#"{"Name": "/demo_node_2", "Image": "sha256:abc",
                 "State": {"Status": "running", "Pid": 42, "ExitCode": 0},
-                "Config": {"Labels": {"flotilla.index": "2"}},
+                "Config": {"Labels": {"flotilla.index": "2", "flotilla.cluster-id": "c0ffee", "flotilla.checkout": "/src/a/.cluster"}},
                 "NetworkSettings": {"Networks": {"demo_net": {"IPAddress": "172.18.0.3"}}},
                 "HostConfig": {"PortBindings": {"7000/udp": [{"HostIp": "127.0.0.1", "HostPort": "17002"}],
                                                 "9100/tcp": [{"HostIp": "127.0.0.1", "HostPort": "19102"}]}}}"#,
@@ -246,6 +282,8 @@ mod tests {
         assert_eq!(container.index, 2);
         assert!(container.is_running());
         assert_eq!(container.pid, 42);
+        assert_eq!(container.cluster_id.as_deref(), Some("c0ffee"));
+        assert_eq!(container.checkout.as_deref(), Some("/src/a/.cluster"));
         assert_eq!(container.ip.as_deref(), Some("172.18.0.3"));
         let mut ports = container.host_ports.clone();
         ports.sort();

@@ -86,6 +86,10 @@ impl MemberState {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     pub prefix: String,
+    /// Made at `up`, unique to this cluster: the runtime marks what it creates with it and
+    /// acts only on what carries it. Absent in states of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
     pub runtime: RuntimeKind,
     pub options: Options,
     /// The canonical first, then nodes 1..=N in order.
@@ -223,6 +227,22 @@ impl State {
     }
 }
 
+/// A fresh cluster id: 64 bits from the kernel's random source, in hex.
+pub fn new_cluster_id() -> String {
+    let mut bytes = [0u8; 8];
+    // /dev/urandom never blocks once the system has booted; the clock is a fallback that
+    // still tells two clusters apart in practice.
+    let read = std::fs::File::open("/dev/urandom")
+        .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut bytes));
+    if read.is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        bytes = (nanos ^ u64::from(std::process::id())).to_be_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The metrics URL of a member on the host.
 pub fn metrics_url(port: u16) -> String {
     format!("http://127.0.0.1:{port}/metrics")
@@ -315,6 +335,7 @@ mod tests {
         let state: State = serde_json::from_str(old).unwrap();
         assert!(!state.partition_one_way);
         assert!(state.netem.is_empty());
+        assert_eq!(state.cluster_id, None);
         let written = serde_json::to_string(&state).unwrap();
         assert!(
             !written.contains("netem") && !written.contains("one_way"),
@@ -327,6 +348,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("xtask-state-{}", std::process::id()));
         let state = State {
             prefix: "demo".to_string(),
+            cluster_id: Some(new_cluster_id()),
             runtime: RuntimeKind::Docker,
             options: Options::default(),
             members: (0..=2)

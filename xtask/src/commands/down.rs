@@ -39,9 +39,11 @@ impl Down {
             // They would exit by themselves once their members are gone.
             faults::stop_delayers(state);
         }
-        // Recorded processes are stopped, and the process runtime's sample folder goes with
-        // --volumes, whatever runtime the cluster used; containers are found by label
-        // whatever the state says, so nothing is left behind.
+        // Each runtime removes what this checkout started under that prefix: recorded
+        // processes, and containers, network and volume carrying this cluster's id (or, with
+        // no state here, this checkout's folder), so another checkout's cluster of the same
+        // prefix is never touched. The process runtime's sample folder goes with --volumes
+        // whatever runtime the cluster used.
         let mut runtimes: Vec<Box<dyn Runtime>> =
             vec![Box::new(ProcessRuntime::new(project.clone()))];
         if engine.is_ok() {
@@ -49,8 +51,7 @@ impl Down {
         }
         let mut removed = Vec::new();
         for runtime in runtimes {
-            let own_state = recorded.filter(|s| s.runtime == runtime.kind());
-            removed.extend(runtime.remove(sh, &prefix, own_state, self.volumes)?);
+            removed.extend(runtime.remove(sh, &prefix, recorded, self.volumes)?);
         }
         if recorded.is_some() {
             State::remove(&project.cluster_dir)?;

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use lab::project::{existing_dir, parse_prefix, Project};
 use lab::runtime::{self, MemberStatus, Runtime};
-use lab::state::{member_name, MemberState, Options, RuntimeKind, State};
+use lab::state::{member_name, new_cluster_id, MemberState, Options, RuntimeKind, State};
 use lab::{certs, client, docker, faults, ports};
 use xshell::Shell;
 
@@ -76,6 +76,14 @@ impl Up {
         if let Some(live) = &live {
             self.check_shape(live, &options)?;
         }
+        if live.is_none() && docker::engine(sh).is_ok() {
+            let here = live.as_ref().and_then(|s| s.cluster_id.as_deref());
+            if let Some(owner) = docker::owner_elsewhere(sh, &prefix, &project.cluster_dir, here)? {
+                anyhow::bail!(
+                    "the name `{prefix}` is taken by a cluster started from {owner}; pick another with `--name`, or run `cargo xtask down` there"
+                );
+            }
+        }
         let runtime = runtime::of(kind, &project);
         runtime.build(sh)?;
         if live.is_none() && runtime.has_members(sh, &prefix, None) {
@@ -95,24 +103,25 @@ impl Up {
         // Saved before anything starts, so that `down` finds whatever a failure leaves.
         state.save(&project.cluster_dir)?;
         let launched = Instant::now();
-        let mut actions = runtime.prepare(sh, &state, fresh)?;
-        let started_members =
-            start_missing(sh, runtime.as_ref(), &project, &mut state, &mut actions)?;
-        let outdated = runtime.outdated(sh, &state);
-        if !outdated.is_empty() {
-            eprintln!(
-                "note: {} run an older image; `cargo xtask down` and `up` again to replace them",
-                outdated.join(", ")
-            );
+        let mut actions = Vec::new();
+        let launched_members = launch(
+            sh,
+            runtime.as_ref(),
+            &project,
+            &mut state,
+            fresh,
+            &mut actions,
+        );
+        if let (Err(error), true) = (&launched_members, fresh) {
+            // Nothing of a cluster that never came up is left running.
+            let how = match runtime.remove(sh, &state.prefix, Some(&state), false) {
+                Ok(_) => "stopped what this `up` started".to_string(),
+                Err(stop_error) => format!("stopping what it started failed too: {stop_error:#}"),
+            };
+            let _ = State::remove(&project.cluster_dir);
+            anyhow::bail!("{error:#} ({how})");
         }
-        // Started members came up in fresh network namespaces.
-        faults::restore(sh, &project, runtime.as_ref(), &mut state, &started_members)?;
-        state.save(&project.cluster_dir)?;
-        let client = client::binary(&project)?;
-        let all: Vec<u16> = state.members.iter().map(|m| m.index).collect();
-        client::wait_until_answering(sh, &client, &project.cluster_dir, &all, || {
-            runtime::first_stopped(sh, runtime.as_ref(), &state, &all)
-        })?;
+        launched_members?;
         let ready_in = launched.elapsed();
         if actions.is_empty() {
             println!(
@@ -217,6 +226,7 @@ impl Up {
             .collect();
         Ok(State {
             prefix,
+            cluster_id: Some(new_cluster_id()),
             runtime,
             options,
             members,
@@ -225,6 +235,36 @@ impl Up {
             netem: Default::default(),
         })
     }
+}
+
+/// Makes what surrounds the members, starts those that do not run, applies recorded faults
+/// to them again and waits until every member answers; returns the members started.
+fn launch(
+    sh: &Shell,
+    runtime: &dyn Runtime,
+    project: &Project,
+    state: &mut State,
+    fresh: bool,
+    actions: &mut Vec<String>,
+) -> anyhow::Result<Vec<u16>> {
+    actions.extend(runtime.prepare(sh, state, fresh)?);
+    let started = start_missing(sh, runtime, project, state, actions)?;
+    let outdated = runtime.outdated(sh, state);
+    if !outdated.is_empty() {
+        eprintln!(
+            "note: {} run an older image; `cargo xtask down` and `up` again to replace them",
+            outdated.join(", ")
+        );
+    }
+    // Started members came up in fresh network namespaces.
+    faults::restore(sh, project, runtime, state, &started)?;
+    state.save(&project.cluster_dir)?;
+    let client = client::binary(project)?;
+    let all: Vec<u16> = state.members.iter().map(|m| m.index).collect();
+    client::wait_until_answering(sh, &client, &project.cluster_dir, &all, || {
+        runtime::first_stopped(sh, runtime, state, &all)
+    })?;
+    Ok(started)
 }
 
 /// Starts (or thaws) every member that does not run, saving the state after each start so

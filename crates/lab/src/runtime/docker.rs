@@ -12,8 +12,8 @@ use xshell::Shell;
 
 use super::{MemberStatus, Runtime, Started};
 use crate::docker::{
-    self, bind_mount, Container, CANONICAL_IMAGE, CLUSTER_LABEL, INDEX_LABEL, NODE_IMAGE,
-    ROLE_LABEL,
+    self, bind_mount, Container, CANONICAL_IMAGE, CHECKOUT_LABEL, CLUSTER_LABEL, ID_LABEL,
+    INDEX_LABEL, NODE_IMAGE, ROLE_LABEL,
 };
 use crate::launch::{member_args, Placement};
 use crate::project::Project;
@@ -87,6 +87,7 @@ fn run(sh: &Shell, project: &Project, state: &State, member: &MemberState) -> an
         format!("--network={}", docker::network_name(&state.prefix)),
         format!("--label={CLUSTER_LABEL}={}", state.prefix),
         format!("--label={ROLE_LABEL}={role}"),
+        format!("--label={CHECKOUT_LABEL}={}", project.cluster_dir.display()),
         format!("--label={INDEX_LABEL}={}", member.index),
         // Hardening: nothing writable but the data volume, no capabilities, no setuid.
         "--read-only".into(),
@@ -124,6 +125,9 @@ fn run(sh: &Shell, project: &Project, state: &State, member: &MemberState) -> an
             )),
         }
     }
+    if let Some(id) = &state.cluster_id {
+        args.push(format!("--label={ID_LABEL}={id}"));
+    }
     if let Ok(filter) = std::env::var("RUST_LOG") {
         args.push(format!("--env=RUST_LOG={filter}"));
     }
@@ -147,35 +151,38 @@ fn explain_start_failure(member: &MemberState, error: anyhow::Error) -> anyhow::
     error.context(format!("starting {}", member.label()))
 }
 
+/// The labels of what `up` creates around the members: the prefix and, when the state has
+/// one, the cluster id.
+fn labels(project: &Project, state: &State) -> Vec<String> {
+    let mut labels = vec![
+        format!("--label={CLUSTER_LABEL}={}", state.prefix),
+        format!("--label={CHECKOUT_LABEL}={}", project.cluster_dir.display()),
+    ];
+    if let Some(id) = &state.cluster_id {
+        labels.push(format!("--label={ID_LABEL}={id}"));
+    }
+    labels
+}
+
 /// Creates the cluster network unless it exists; true when it was created.
-fn ensure_network(sh: &Shell, prefix: &str) -> anyhow::Result<bool> {
-    let name = docker::network_name(prefix);
+fn ensure_network(sh: &Shell, project: &Project, state: &State) -> anyhow::Result<bool> {
+    let name = docker::network_name(&state.prefix);
     if docker::run(sh, &["network".into(), "inspect".into(), name.clone()]).is_ok() {
         return Ok(false);
     }
-    docker::run(
-        sh,
-        &[
-            "network".into(),
-            "create".into(),
-            format!("--label={CLUSTER_LABEL}={prefix}"),
-            name,
-        ],
-    )?;
+    let mut args = vec!["network".to_string(), "create".to_string()];
+    args.extend(labels(project, state));
+    args.push(name);
+    docker::run(sh, &args)?;
     Ok(true)
 }
 
 /// Creates the canonical's data volume unless it exists (creating is idempotent).
-fn ensure_volume(sh: &Shell, prefix: &str) -> anyhow::Result<()> {
-    docker::run(
-        sh,
-        &[
-            "volume".into(),
-            "create".into(),
-            format!("--label={CLUSTER_LABEL}={prefix}"),
-            docker::volume_name(prefix),
-        ],
-    )?;
+fn ensure_volume(sh: &Shell, project: &Project, state: &State) -> anyhow::Result<()> {
+    let mut args = vec!["volume".to_string(), "create".to_string()];
+    args.extend(labels(project, state));
+    args.push(docker::volume_name(&state.prefix));
+    docker::run(sh, &args)?;
     Ok(())
 }
 
@@ -204,9 +211,18 @@ impl DockerRuntime {
         DockerRuntime { project }
     }
 
+    /// The containers of `state`'s cluster: those of its prefix that carry its cluster id
+    /// (all of the prefix for a state of an older version, which recorded none).
+    fn own(&self, sh: &Shell, state: &State) -> anyhow::Result<Vec<Container>> {
+        Ok(docker::containers(sh, Some(&state.prefix))?
+            .into_iter()
+            .filter(|c| state.cluster_id.is_none() || c.cluster_id == state.cluster_id)
+            .collect())
+    }
+
     /// The container of member `index`, or one line saying how to make it.
     fn container(&self, sh: &Shell, state: &State, index: u16) -> anyhow::Result<Container> {
-        docker::containers(sh, Some(&state.prefix))?
+        self.own(sh, state)?
             .into_iter()
             .find(|c| c.index == index)
             .ok_or_else(|| {
@@ -254,23 +270,26 @@ impl Runtime for DockerRuntime {
         docker::reserved_ports(sh)
     }
 
-    fn has_members(&self, sh: &Shell, prefix: &str, _state: Option<&State>) -> bool {
-        docker::containers(sh, Some(prefix)).is_ok_and(|c| !c.is_empty())
+    fn has_members(&self, sh: &Shell, prefix: &str, state: Option<&State>) -> bool {
+        match state {
+            Some(state) => self.own(sh, state).is_ok_and(|c| !c.is_empty()),
+            None => docker::containers(sh, Some(prefix)).is_ok_and(|c| !c.is_empty()),
+        }
     }
 
     fn prepare(&self, sh: &Shell, state: &State, _fresh: bool) -> anyhow::Result<Vec<String>> {
         let mut made = Vec::new();
-        if ensure_network(sh, &state.prefix)? {
+        if ensure_network(sh, &self.project, state)? {
             made.push(format!("network {}", docker::network_name(&state.prefix)));
         }
         if state.options.images.is_none() {
-            ensure_volume(sh, &state.prefix)?;
+            ensure_volume(sh, &self.project, state)?;
         }
         Ok(made)
     }
 
     fn statuses(&self, sh: &Shell, state: &State) -> anyhow::Result<Vec<MemberStatus>> {
-        let containers = docker::containers(sh, Some(&state.prefix))?;
+        let containers = self.own(sh, state)?;
         Ok(state
             .members
             .iter()
@@ -288,7 +307,7 @@ impl Runtime for DockerRuntime {
             docker::image_id(sh, CANONICAL_IMAGE),
             docker::image_id(sh, NODE_IMAGE),
         ];
-        docker::containers(sh, Some(&state.prefix))
+        self.own(sh, state)
             .unwrap_or_default()
             .into_iter()
             .filter(|c| c.is_running())
@@ -299,9 +318,7 @@ impl Runtime for DockerRuntime {
 
     fn start(&self, sh: &Shell, state: &mut State, index: u16) -> anyhow::Result<Started> {
         let member = state.member_by_index(index)?.clone();
-        let existing = docker::containers(sh, Some(&state.prefix))?
-            .into_iter()
-            .find(|c| c.index == index);
+        let existing = self.own(sh, state)?.into_iter().find(|c| c.index == index);
         let Some(container) = existing else {
             run(sh, &self.project, state, &member)?;
             return Ok(Started::Created);
@@ -356,21 +373,39 @@ impl Runtime for DockerRuntime {
         &self,
         sh: &Shell,
         prefix: &str,
-        _state: Option<&State>,
+        recorded: Option<&State>,
         volumes: bool,
     ) -> anyhow::Result<Vec<String>> {
+        let here = self.project.cluster_dir.display().to_string();
+        let owned = |id: Option<&str>, checkout: Option<&str>| match recorded {
+            // This checkout's cluster of that prefix runs elsewhere (the process runtime):
+            // containers of the prefix belong to someone else.
+            Some(state) if state.runtime != RuntimeKind::Docker => false,
+            Some(State {
+                cluster_id: Some(own),
+                ..
+            }) => id == Some(own.as_str()),
+            // A state of an older version, or none: what this checkout started (or what
+            // carries no owner at all, from older versions).
+            _ => checkout.is_none_or(|checkout| checkout == here),
+        };
         let mut removed = Vec::new();
-        let names: Vec<String> = docker::containers(sh, Some(prefix))?
-            .into_iter()
-            .map(|c| c.name)
-            .collect();
-        if !names.is_empty() {
-            let mut args = vec!["rm".into(), "--force".into(), "--volumes".into()];
-            args.extend(names.iter().cloned());
-            docker::run(sh, &args)?;
-            removed.push(format!("removed {} containers", names.len()));
+        let (ours, theirs): (Vec<Container>, Vec<Container>) =
+            docker::containers(sh, Some(prefix))?
+                .into_iter()
+                .partition(|c| owned(c.cluster_id.as_deref(), c.checkout.as_deref()));
+        if let Some(other) = theirs.iter().find_map(|c| c.checkout.as_ref()) {
+            eprintln!(
+                "left {} containers of `{prefix}` alone: they belong to the cluster of {other}; run `cargo xtask down` there",
+                theirs.len()
+            );
         }
-        let filter = format!("--filter=label={CLUSTER_LABEL}={prefix}");
+        if !ours.is_empty() {
+            let mut args = vec!["rm".into(), "--force".into(), "--volumes".into()];
+            args.extend(ours.iter().map(|c| c.name.clone()));
+            docker::run(sh, &args)?;
+            removed.push(format!("removed {} containers", ours.len()));
+        }
         let mut kinds = vec!["network"];
         if volumes {
             kinds.push("volume");
@@ -378,14 +413,30 @@ impl Runtime for DockerRuntime {
         for kind in kinds {
             let listed = docker::run(
                 sh,
-                &[kind.into(), "ls".into(), "--quiet".into(), filter.clone()],
+                &[
+                    kind.into(),
+                    "ls".into(),
+                    format!("--filter=label={CLUSTER_LABEL}={prefix}"),
+                    format!(
+                        "--format={{{{.Name}}}}|{{{{.Label \"{ID_LABEL}\"}}}}|{{{{.Label \"{CHECKOUT_LABEL}\"}}}}"
+                    ),
+                ],
             )?;
-            let ids: Vec<String> = listed.split_whitespace().map(str::to_string).collect();
-            if ids.is_empty() {
+            let names: Vec<String> = listed
+                .lines()
+                .filter_map(|line| {
+                    let mut fields = line.split('|');
+                    let name = fields.next()?.to_string();
+                    let id = fields.next().filter(|f| !f.is_empty());
+                    let checkout = fields.next().filter(|f| !f.is_empty());
+                    owned(id, checkout).then_some(name)
+                })
+                .collect();
+            if names.is_empty() {
                 continue;
             }
             let mut args = vec![kind.to_string(), "rm".to_string()];
-            args.extend(ids);
+            args.extend(names);
             docker::run(sh, &args)?;
             removed.push(match kind {
                 "network" => format!("removed network {}", docker::network_name(prefix)),
@@ -431,7 +482,8 @@ impl Runtime for DockerRuntime {
         state: &State,
         _command: &str,
     ) -> anyhow::Result<Vec<FaultTarget>> {
-        Ok(docker::containers(sh, Some(&state.prefix))?
+        Ok(self
+            .own(sh, state)?
             .into_iter()
             .filter(|c| c.pid > 0)
             .map(|c| FaultTarget {

@@ -115,13 +115,15 @@ pub trait Runtime {
     /// Thaws a paused member.
     fn resume(&self, sh: &Shell, member: &MemberState) -> anyhow::Result<()>;
 
-    /// Stops and removes every member of cluster `prefix` and what was made around them;
-    /// `volumes` also drops the canonical's sample images. Returns what it removed.
+    /// Stops and removes the members of cluster `prefix` that this checkout started, and
+    /// what was made around them; `recorded` is this checkout's state of that prefix (on
+    /// whatever runtime), and nothing another checkout started is touched. `volumes` also
+    /// drops the canonical's sample images. Returns what it removed.
     fn remove(
         &self,
         sh: &Shell,
         prefix: &str,
-        state: Option<&State>,
+        recorded: Option<&State>,
         volumes: bool,
     ) -> anyhow::Result<Vec<String>>;
 

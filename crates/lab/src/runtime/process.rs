@@ -292,12 +292,14 @@ impl Runtime for ProcessRuntime {
         &self,
         sh: &Shell,
         _prefix: &str,
-        state: Option<&State>,
+        recorded: Option<&State>,
         volumes: bool,
     ) -> anyhow::Result<Vec<String>> {
         let mut removed = Vec::new();
         let mut stopped = 0;
-        for member in state.map(|s| s.members.as_slice()).unwrap_or_default() {
+        // Only the processes this checkout recorded for a process cluster.
+        let own = recorded.filter(|s| s.runtime == RuntimeKind::Process);
+        for member in own.map(|s| s.members.as_slice()).unwrap_or_default() {
             if status(&self.binaries, member).is_alive() {
                 stop(sh, &self.binaries, member)?;
                 stopped += 1;
