@@ -12,6 +12,11 @@ pub const MAX_HEADER_BYTES: u32 = 64 * 1024;
 /// memory one request can make a receiver allocate.
 pub const MAX_IMAGE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Canonical certificates an [`OriginTrust`](crate::origin::OriginTrust) remembers as checked
+/// against the CA. A cluster has one canonical; a few leave room for a re-issued certificate
+/// while images sealed by the old one are still cached.
+pub const MAX_ORIGIN_CERTIFICATES: usize = 4;
+
 /// Concurrent bidirectional streams a peer may open on one connection.
 pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
 
