@@ -17,6 +17,11 @@ pub const MAX_IMAGE_BYTES: u64 = 64 * 1024 * 1024;
 /// while images sealed by the old one are still cached.
 pub const MAX_ORIGIN_CERTIFICATES: usize = 4;
 
+/// Origin seals an [`OriginTrust`](crate::origin::OriginTrust) remembers as verified (32 bytes
+/// each): enough for a client's or an edge's working set of images, so fetching one again
+/// skips the ECDSA verify; past it the memory is cleared and rebuilt.
+pub const MAX_VERIFIED_SEALS: usize = 8192;
+
 /// Concurrent bidirectional streams a peer may open on one connection.
 pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
 

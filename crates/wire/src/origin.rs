@@ -8,14 +8,15 @@
 //!   certificate, DER, and an ECDSA P-256 SHA-256 signature over [`signing_input`]).
 //! - [`OriginSigner`]: the canonical's side.
 //! - [`OriginTrust`]: everyone else's side, anchored at the cluster CA; a certificate that
-//!   passed is remembered by its SHA-256 fingerprint, so later images cost one ECDSA verify.
+//!   passed is remembered by its SHA-256 fingerprint, so later images cost one ECDSA verify,
+//!   and a seal that passed is remembered too, so the same image again costs two hashes.
 //! - [`VerifiedMeta`]: metadata whose seal passed. Only [`OriginTrust::verify`] makes one, so a
 //!   cache that holds `VerifiedMeta` can only hold what the canonical published.
 //!
 //! Pure computation over bytes (ring, x509-parser): no network stack, no clock of its own
 //! beyond [`OriginTrust::verify`] reading the wall clock for the certificate's validity.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -31,7 +32,7 @@ use x509_parser::oid_registry::OID_SIG_ECDSA_WITH_SHA256;
 use x509_parser::prelude::FromDer;
 
 use crate::ids::Digest;
-use crate::limits::MAX_ORIGIN_CERTIFICATES;
+use crate::limits::{MAX_ORIGIN_CERTIFICATES, MAX_VERIFIED_SEALS};
 use crate::message::ImageMeta;
 use crate::pki::{role_of_certificate, Role};
 
@@ -201,6 +202,18 @@ impl OriginSigner {
     }
 }
 
+/// What identifies one verified seal: SHA-256 over the certificate's fingerprint, the signed
+/// bytes and the signature, each at a fixed width or behind its length.
+fn seal_key(fingerprint: &[u8; 32], input: &[u8], signature: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(fingerprint);
+    hasher.update((input.len() as u64).to_be_bytes());
+    hasher.update(input);
+    hasher.update(signature);
+    hasher.finalize().into()
+}
+
 fn pem_contents(pem: &str) -> Result<Vec<u8>, String> {
     x509_parser::pem::parse_x509_pem(pem.as_bytes())
         .map(|(_, pem)| pem.contents)
@@ -225,6 +238,11 @@ pub struct OriginTrust {
     /// Canonical certificates that passed, by SHA-256 of their DER; bounded by
     /// [`MAX_ORIGIN_CERTIFICATES`]. Only certificates that chain to the CA get in.
     trusted: Mutex<HashMap<[u8; 32], TrustedKey>>,
+    /// Seals whose signature verified, by [`seal_key`]: the same metadata under the same
+    /// signature by the same certificate verifies again, so a client fetching an image it has
+    /// fetched before skips the ECDSA verify. Bounded by [`MAX_VERIFIED_SEALS`]; only seals
+    /// that verified get in.
+    verified: Mutex<HashSet<[u8; 32]>>,
 }
 
 impl fmt::Debug for OriginTrust {
@@ -242,6 +260,7 @@ impl OriginTrust {
             ca_subject: parsed.subject().as_raw().to_vec(),
             ca_public_key: parsed.public_key().subject_public_key.data.to_vec(),
             trusted: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashSet::new()),
         })
     }
 
@@ -264,13 +283,25 @@ impl OriginTrust {
     /// and is valid at `now` (seconds since the Unix epoch), and that its key signed exactly
     /// this metadata.
     pub fn verify_at(&self, signed: SignedMeta, now: i64) -> Result<VerifiedMeta, SealError> {
-        let key = self.trusted_key(&signed.seal.certificate)?;
+        let fingerprint = Digest::of(&signed.seal.certificate).0;
+        let key = self.trusted_key(fingerprint, &signed.seal.certificate)?;
         if now < key.not_before || now > key.not_after {
             return Err(SealError::Expired);
         }
+        let input = signing_input(&signed.meta);
+        let seal = seal_key(&fingerprint, &input, &signed.seal.signature);
+        if self.verified().contains(&seal) {
+            return Ok(VerifiedMeta(signed));
+        }
         UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &key.public_key)
-            .verify(&signing_input(&signed.meta), &signed.seal.signature)
+            .verify(&input, &signed.seal.signature)
             .map_err(|_| SealError::BadSignature(signed.meta.id.0))?;
+        let mut verified = self.verified();
+        if verified.len() >= MAX_VERIFIED_SEALS {
+            // Forgetting only costs the next fetch of each image one ECDSA verify.
+            verified.clear();
+        }
+        verified.insert(seal);
         Ok(VerifiedMeta(signed))
     }
 
@@ -279,10 +310,18 @@ impl OriginTrust {
         self.trusted.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn verified(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; 32]>> {
+        // A set of fixed-size keys: a panic elsewhere cannot leave it inconsistent.
+        self.verified.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The key of a canonical certificate: from the fingerprint cache, or checked against the
     /// CA and then cached.
-    fn trusted_key(&self, certificate: &[u8]) -> Result<TrustedKey, SealError> {
-        let fingerprint = Digest::of(certificate).0;
+    fn trusted_key(
+        &self,
+        fingerprint: [u8; 32],
+        certificate: &[u8],
+    ) -> Result<TrustedKey, SealError> {
         if let Some(key) = self.lock().get(&fingerprint) {
             return Ok(key.clone());
         }
@@ -472,6 +511,34 @@ mod tests {
             OriginSigner::from_pem(&one.cert_pem, &other.key_pem),
             Err(SignerError::KeyMismatch)
         ));
+    }
+
+    #[test]
+    fn a_remembered_seal_never_vouches_for_another() {
+        let ca = ClusterCa::generate().unwrap();
+        let trust = trust(&ca);
+        let signed = signer(&ca, Role::Canonical).sign(meta(b"png")).unwrap();
+        trust.verify(signed.clone()).unwrap();
+        trust.verify(signed.clone()).unwrap();
+        assert_eq!(trust.verified().len(), 1);
+        let mut other = signed.clone();
+        other.meta.size += 1;
+        assert!(trust.verify(other).is_err());
+        let mut tampered = signed.clone();
+        tampered.seal.signature[8] ^= 1;
+        assert!(trust.verify(tampered).is_err());
+        assert_eq!(
+            trust.verify_at(signed, i64::MAX).unwrap_err(),
+            SealError::Expired,
+            "a remembered seal still expires with its certificate"
+        );
+        let canonical = signer(&ca, Role::Canonical);
+        for size in 0..MAX_VERIFIED_SEALS as u64 + 3 {
+            let mut meta = meta(b"png");
+            meta.size = size;
+            trust.verify(canonical.sign(meta).unwrap()).unwrap();
+            assert!(trust.verified().len() <= MAX_VERIFIED_SEALS);
+        }
     }
 
     #[test]
