@@ -14,7 +14,7 @@ use net::tls::Credentials;
 use quinn::{RecvStream, SendStream};
 use tokio_util::sync::CancellationToken;
 use wire::message::ErrorKind;
-use wire::{CacheOutcome, ImageId, Request, Response, Role};
+use wire::{CacheOutcome, ImageId, OriginSigner, Request, Response, Role};
 
 pub use store::Store;
 
@@ -45,12 +45,19 @@ pub struct Running {
 struct Canonical {
     name: String,
     store: Store,
+    /// Signs each image's metadata as it is served, so every receiver can tell what the
+    /// canonical published from what a peer made up.
+    signer: OriginSigner,
     registry: Registry,
 }
 
 /// Opens the store, binds the endpoint and metrics, and serves until `shutdown` fires.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
     use anyhow::Context as _;
+    let signer = config
+        .credentials
+        .origin_signer()
+        .context("the canonical's certificate and key must sign image metadata")?;
     let data = config.data.clone();
     let samples = config.samples;
     let store = tokio::task::spawn_blocking(move || Store::open(&data, samples))
@@ -75,6 +82,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let canonical = Arc::new(Canonical {
         name: config.name,
         store,
+        signer,
         registry: bound.registry.clone(),
     });
     tracing::info!(quic = %bound.quic, metrics = ?bound.metrics, "canonical serving");
@@ -123,14 +131,23 @@ impl net::server::Handler for Canonical {
         let kind = request.kind();
         let outcome = match request {
             Request::GetImage { id } => match self.with_store(move |store| store.read(id)).await {
-                Ok(Some((meta, body))) => {
-                    tracing::debug!(%peer, %id, size = meta.size, "serving image");
-                    match reply_image(&mut send, meta, &self.name, CacheOutcome::Origin, body).await
-                    {
-                        Ok(()) => "ok",
-                        Err(_) => "aborted",
+                Ok(Some((meta, body))) => match self.signer.sign(meta) {
+                    Ok(signed) => {
+                        tracing::debug!(%peer, %id, size = signed.meta.size, "serving image");
+                        let sent =
+                            reply_image(&mut send, signed, &self.name, CacheOutcome::Origin, body)
+                                .await;
+                        match sent {
+                            Ok(()) => "ok",
+                            Err(_) => "aborted",
+                        }
                     }
-                }
+                    Err(error) => {
+                        tracing::error!(%id, %error, "cannot sign image metadata");
+                        reply_error(&mut send, ErrorKind::Internal, error.to_string()).await;
+                        "error"
+                    }
+                },
                 Ok(None) => {
                     reply_error(&mut send, ErrorKind::NotFound, not_found(id)).await;
                     "not_found"

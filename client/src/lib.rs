@@ -47,7 +47,8 @@ impl ClientError {
     }
 }
 
-/// An image as fetched, verified against its digest.
+/// An image as fetched: its metadata verified against the canonical's signature, its body
+/// against the signed digest.
 pub struct Fetched {
     pub meta: ImageMeta,
     pub body: Bytes,
@@ -96,7 +97,7 @@ impl Client {
         let endpoint = net::pool::endpoint(net::bind_udp(any)?, credentials, false)?;
         Ok(Client {
             cluster,
-            pool: Pool::new(endpoint),
+            pool: Pool::new(endpoint, credentials.origin_trust()),
             routing,
             down: Mutex::new(BTreeSet::new()),
         })
@@ -223,7 +224,7 @@ impl Client {
                 })?;
         match fetched {
             Ok(reply) => Ok(Fetched {
-                meta: reply.meta,
+                meta: reply.meta.into_signed().meta,
                 body: reply.body,
                 served_by: reply.served_by,
                 outcome: reply.outcome,

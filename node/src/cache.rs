@@ -5,12 +5,13 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use lru::LruCache;
-use wire::{ImageId, ImageMeta};
+use wire::{ImageId, ImageMeta, VerifiedMeta};
 
-/// A verified image held in memory.
+/// A verified image held in memory: metadata the canonical signed (the type says so) and a
+/// body that matched its signed digest.
 #[derive(Clone, Debug)]
 pub struct CachedImage {
-    pub meta: ImageMeta,
+    pub meta: VerifiedMeta,
     pub body: Bytes,
 }
 
@@ -69,7 +70,11 @@ impl ImageCache {
 
     /// The image's metadata, without touching its recency.
     pub fn meta(&self, id: ImageId) -> Option<ImageMeta> {
-        self.lock().images.peek(&id).map(|image| image.meta.clone())
+        let inner = self.lock();
+        inner
+            .images
+            .peek(&id)
+            .map(|image| image.meta.signed().meta.clone())
     }
 
     /// Stores `image`, evicting least-recently-used images until it fits.
@@ -123,18 +128,37 @@ impl ImageCache {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::OnceLock;
+
     use super::*;
-    use wire::Digest;
+    use wire::pki::ClusterCa;
+    use wire::{Digest, OriginSigner, OriginTrust, Role};
+
+    /// A canonical's signer and the trust that verifies it: the cache only takes verified
+    /// metadata, so the tests make it the real way.
+    fn origin() -> &'static (OriginSigner, OriginTrust) {
+        static ORIGIN: OnceLock<(OriginSigner, OriginTrust)> = OnceLock::new();
+        ORIGIN.get_or_init(|| {
+            let ca = ClusterCa::generate().unwrap();
+            let issued = ca.issue(Role::Canonical).unwrap();
+            (
+                OriginSigner::from_pem(&issued.cert_pem, &issued.key_pem).unwrap(),
+                OriginTrust::from_ca_pem(ca.cert_pem()).unwrap(),
+            )
+        })
+    }
 
     fn image(id: u64, size: usize) -> CachedImage {
         let body = Bytes::from(vec![id as u8; size]);
+        let meta = ImageMeta {
+            id: ImageId(id),
+            size: size as u64,
+            content_type: "image/png".into(),
+            digest: Digest::of(&body),
+        };
+        let (signer, trust) = origin();
         CachedImage {
-            meta: ImageMeta {
-                id: ImageId(id),
-                size: size as u64,
-                content_type: "image/png".into(),
-                digest: Digest::of(&body),
-            },
+            meta: trust.verify(signer.sign(meta).unwrap()).unwrap(),
             body,
         }
     }

@@ -26,7 +26,7 @@ commands:
 pub async fn run(credentials: Credentials, target: String) -> anyhow::Result<()> {
     let any = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
     let endpoint = net::pool::endpoint(net::bind_udp(any)?, &credentials, false)?;
-    let pool = Pool::new(endpoint);
+    let pool = Pool::new(endpoint, credentials.origin_trust());
     let target = Target::new(target, credentials.role);
     let interactive = std::io::stdin().is_terminal();
     let status = fetch_status(&pool, &target).await.with_context(|| {
@@ -161,7 +161,7 @@ async fn execute(
             let started = Instant::now();
             match pool.get_image(target, id).await {
                 Ok(reply) => println!(
-                    "image {id}: {} bytes {} from {}, {}, digest verified, {:.1} ms",
+                    "image {id}: {} bytes {} from {}, {}, signature and digest verified, {:.1} ms",
                     reply.body.len(),
                     reply.meta.content_type,
                     reply.served_by,

@@ -35,6 +35,8 @@ pub enum FetchError {
     },
     #[error("image {id} from {from} failed digest verification; not cached")]
     DigestMismatch { id: ImageId, from: String },
+    #[error("image {id} from {from} is not signed by the canonical; not cached")]
+    BadSignature { id: ImageId, from: String },
     #[error("image {id}: no upstream answered within {seconds} s")]
     OutOfTime { id: ImageId, seconds: u64 },
     #[error("the fetch of image {0} was abandoned (the node is shutting down)")]
@@ -47,6 +49,7 @@ impl FetchError {
         match self {
             FetchError::NotFound(_) => ErrorKind::NotFound,
             FetchError::DigestMismatch { .. } => ErrorKind::DigestMismatch,
+            FetchError::BadSignature { .. } => ErrorKind::BadSignature,
             FetchError::Upstream { .. }
             | FetchError::OutOfTime { .. }
             | FetchError::Abandoned(_) => ErrorKind::Unavailable,
@@ -202,7 +205,8 @@ impl Node {
         Ok(image)
     }
 
-    /// Fetches `id` from `target` and verifies it against its digest.
+    /// Fetches `id` from `target`; the pool has checked the canonical's signature on its
+    /// metadata and the body against the signed digest.
     async fn fetch_from(&self, target: &Target, id: ImageId) -> FetchResult {
         match self.peers.pool.get_image(target, id).await {
             Ok(reply) => Ok(CachedImage {
@@ -210,6 +214,14 @@ impl Node {
                 body: reply.body,
             }),
             Err(CallError::NotFound(id)) => Err(FetchError::NotFound(id)),
+            Err(error) if error.is_bad_signature() => {
+                self.metrics.bad_signatures.increment(1);
+                tracing::warn!(%id, from = %target.address, %error, "unsigned image refused");
+                Err(FetchError::BadSignature {
+                    id,
+                    from: target.address.clone(),
+                })
+            }
             Err(error) if error.is_digest_mismatch() => {
                 self.metrics.digest_mismatches.increment(1);
                 Err(FetchError::DigestMismatch {
@@ -242,10 +254,11 @@ impl Node {
             let Some(target) = self.peers.edge(edge) else {
                 continue;
             };
-            let push =
-                self.peers
-                    .pool
-                    .replicate(target, term, image.meta.clone(), image.body.clone());
+            let meta = image.meta.signed().clone();
+            let push = self
+                .peers
+                .pool
+                .replicate(target, term, meta, image.body.clone());
             match tokio::time::timeout(REQUEST_TIMEOUT, push).await {
                 Ok(Ok(())) => {
                     self.metrics.replication_push("ok");

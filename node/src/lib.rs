@@ -10,6 +10,7 @@ pub mod elector;
 pub mod fetch;
 pub mod metrics;
 pub mod peers;
+pub mod replica;
 pub mod server;
 pub mod upstream;
 
@@ -86,6 +87,8 @@ pub struct Node {
     pub cache: ImageCache,
     pub metrics: Arc<NodeMetrics>,
     pub peers: Arc<Peers>,
+    /// The configured edges, for who owns which term (replicas come only from the owner).
+    members: election::Members,
     counters: Counters,
     in_flight: InFlight,
     elector: Arc<Elector>,
@@ -172,7 +175,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
     let metrics = Arc::new(NodeMetrics::new(bound.registry));
     let peers = Arc::new(Peers::new(
         config.index,
-        Pool::new(bound.endpoint.clone()),
+        Pool::new(bound.endpoint.clone(), config.credentials.origin_trust()),
         config.canonical.clone(),
         &config.peers,
     ));
@@ -188,8 +191,10 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
         metrics.clone(),
         shutdown.clone(),
     ));
+    let members = election::Members::new(config.index, peers.members());
     let node = Arc::new(Node {
         cache: ImageCache::new(config.cache_bytes),
+        members,
         config,
         metrics: metrics.clone(),
         peers: peers.clone(),

@@ -17,6 +17,7 @@ pub struct NodeMetrics {
     pub origin_fetches: Counter,
     pub leader_fetches: Counter,
     pub digest_mismatches: Counter,
+    pub bad_signatures: Counter,
     pub term: Gauge,
     pub leader_index: Gauge,
     pub is_leader: Gauge,
@@ -65,6 +66,11 @@ impl NodeMetrics {
                 "Received bodies that failed digest verification",
                 &[],
             ),
+            bad_signatures: registry.counter(
+                "flotilla_bad_signatures_total",
+                "Image metadata refused for lacking a valid signature of the canonical",
+                &[],
+            ),
             term: registry.gauge("flotilla_term", "Current election term", &[]),
             leader_index: registry.gauge(
                 "flotilla_leader_index",
@@ -88,6 +94,17 @@ impl NodeMetrics {
                 "flotilla_replication_pushes_total",
                 "Images the leader pushed to replicas, by outcome",
                 &[("outcome", outcome.to_string())],
+            )
+            .increment(1);
+    }
+
+    /// Counts one replica this edge refused, and why (`not_leader`, `bad_signature`, ...).
+    pub fn replica_refused(&self, reason: &'static str) {
+        self.registry
+            .counter(
+                "flotilla_replicas_refused_total",
+                "Replication pushes this edge refused and did not cache, by reason",
+                &[("reason", reason.to_string())],
             )
             .increment(1);
     }

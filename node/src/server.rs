@@ -6,9 +6,8 @@ use net::server::{reply, reply_error, reply_image, Handler};
 use net::CallError;
 use quinn::{RecvStream, SendStream};
 use wire::message::ErrorKind;
-use wire::{ImageMeta, Request, Response, Role, Term};
+use wire::{Request, Response, Role};
 
-use crate::cache::CachedImage;
 use crate::Node;
 
 impl Handler for Node {
@@ -25,7 +24,7 @@ impl Handler for Node {
                 Ok((image, outcome)) => {
                     match reply_image(
                         &mut send,
-                        image.meta,
+                        image.meta.into_signed(),
                         &self.config.name,
                         outcome,
                         image.body,
@@ -58,6 +57,9 @@ impl Handler for Node {
             }
             Request::Election(_) | Request::Replicate { .. } if !matches!(peer, Role::Node(_)) => {
                 tracing::warn!(%peer, kind, "refusing an edge-only request");
+                if kind == "replicate" {
+                    self.metrics.replica_refused("forbidden");
+                }
                 reply_error(&mut send, ErrorKind::Forbidden, format!("{kind} requests are for edge nodes only; {peer} certificates may not send them")).await;
                 "forbidden"
             }
@@ -68,7 +70,8 @@ impl Handler for Node {
                 "ok"
             }
             Request::Replicate { term, meta } => {
-                self.accept_replica(peer, term, meta, &mut send, &mut recv)
+                let Role::Node(from) = peer else { return };
+                self.accept_replica(from, term, meta, &mut send, &mut recv)
                     .await
             }
         };
@@ -125,63 +128,6 @@ impl Node {
                 let message = "canonical did not answer in time";
                 reply_error(send, ErrorKind::Unavailable, message).await;
                 "error"
-            }
-        }
-    }
-
-    async fn accept_replica(
-        self: &Arc<Self>,
-        peer: Role,
-        term: Term,
-        meta: ImageMeta,
-        send: &mut SendStream,
-        recv: &mut RecvStream,
-    ) -> &'static str {
-        let current = self.leadership().term;
-        if term < current {
-            reply_error(
-                send,
-                ErrorKind::StaleTerm,
-                format!("replication push from term {term}, current term is {current}"),
-            )
-            .await;
-            return "stale";
-        }
-        let body = tokio::time::timeout(
-            wire::limits::REQUEST_TIMEOUT,
-            net::frame::read_body(recv, &meta),
-        )
-        .await;
-        match body {
-            Ok(Ok(body)) => {
-                let inserted = self.cache.insert(CachedImage { meta, body });
-                self.metrics.cache_evictions.increment(inserted.evicted);
-                self.publish_cache_stats();
-                reply(send, &Response::Ack).await;
-                "ok"
-            }
-            Ok(Err(error)) => {
-                tracing::warn!(%peer, %error, "replica rejected");
-                // Only a body that arrived whole and hashed wrong is a digest mismatch; a short,
-                // long or oversized body is a malformed request.
-                let kind = match error {
-                    net::frame::FrameError::DigestMismatch { .. } => {
-                        self.metrics.digest_mismatches.increment(1);
-                        ErrorKind::DigestMismatch
-                    }
-                    _ => ErrorKind::BadRequest,
-                };
-                reply_error(send, kind, error.to_string()).await;
-                "rejected"
-            }
-            Err(_) => {
-                reply_error(
-                    send,
-                    ErrorKind::BadRequest,
-                    "replica body did not arrive in time",
-                )
-                .await;
-                "timeout"
             }
         }
     }

@@ -81,6 +81,7 @@ pub use config::{
     DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEADER_LEASE, DEFAULT_RECENT_WINDOW, DEFAULT_VOTE_WAIT,
 };
 pub use machine::Election;
+pub use members::Members;
 
 use wire::election::ElectionMessage;
 use wire::{ElectionRole, NodeIndex, Term};

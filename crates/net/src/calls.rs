@@ -6,14 +6,15 @@
 use bytes::Bytes;
 use wire::election::ElectionMessage;
 use wire::message::{CacheOutcome, ErrorKind};
-use wire::{ImageId, ImageMeta, NodeStatus, Request, Response, Term};
+use wire::{ImageId, NodeStatus, Request, Response, SealError, SignedMeta, Term, VerifiedMeta};
 
 use crate::frame::FrameError;
 use crate::pool::{Exchange, NetError, Pool, Target};
 
-/// An image as a server sent it, verified against its digest.
+/// An image as a server sent it: its metadata verified against the canonical's signature, its
+/// body against the signed digest.
 pub struct ImageReply {
-    pub meta: ImageMeta,
+    pub meta: VerifiedMeta,
     pub body: Bytes,
     pub served_by: String,
     pub outcome: CacheOutcome,
@@ -27,6 +28,13 @@ pub enum CallError {
     /// The server answered with an error other than not-found.
     #[error("{message}")]
     Refused { kind: ErrorKind, message: String },
+    /// The image's metadata does not carry a valid signature of the canonical.
+    #[error("image {id} from {address} refused: {source}")]
+    BadSignature {
+        id: ImageId,
+        address: String,
+        source: SealError,
+    },
     #[error("{address} answered {request} with an unexpected reply")]
     Unexpected {
         address: String,
@@ -37,6 +45,18 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// Whether the image's metadata was not signed by the canonical (here or upstream).
+    pub fn is_bad_signature(&self) -> bool {
+        matches!(
+            self,
+            CallError::BadSignature { .. }
+                | CallError::Refused {
+                    kind: ErrorKind::BadSignature,
+                    ..
+                }
+        )
+    }
+
     /// Whether the body failed digest verification.
     pub fn is_digest_mismatch(&self) -> bool {
         matches!(
@@ -108,7 +128,9 @@ impl Pool {
         }
     }
 
-    /// Asks `target` for image `id` and reads and verifies its body.
+    /// Asks `target` for image `id`, checks the canonical's signature on its metadata (before
+    /// a byte of the body is read), then reads the body and checks it against the signed
+    /// digest.
     pub async fn get_image(&self, target: &Target, id: ImageId) -> Result<ImageReply, CallError> {
         let request = Request::GetImage { id };
         let mut exchange = self.ask(target, &request).await?;
@@ -117,7 +139,15 @@ impl Pool {
                 meta,
                 served_by,
                 outcome,
-            } if meta.id == id => {
+            } if meta.meta.id == id => {
+                let meta =
+                    self.origin()
+                        .verify(meta)
+                        .map_err(|source| CallError::BadSignature {
+                            id,
+                            address: target.address.clone(),
+                            source,
+                        })?;
                 let body = exchange.read_body(&meta).await?;
                 Ok(ImageReply {
                     meta,
@@ -130,12 +160,13 @@ impl Pool {
         }
     }
 
-    /// Pushes a replica of an image (edges only): the body follows the header.
+    /// Pushes a replica of an image (the leader of `term` only), with the metadata the
+    /// canonical signed: the body follows the header.
     pub async fn replicate(
         &self,
         target: &Target,
         term: Term,
-        meta: ImageMeta,
+        meta: SignedMeta,
         body: Bytes,
     ) -> Result<(), CallError> {
         let request = Request::Replicate { term, meta };

@@ -13,7 +13,7 @@ use crate::frame::{self, FrameError};
 use crate::tls::{Credentials, TlsError};
 use wire::limits::{CONNECT_TIMEOUT, SOCKET_BUFFER_BYTES};
 use wire::message::{ImageMeta, Request, Response};
-use wire::Role;
+use wire::{OriginTrust, Role};
 
 /// A transport failure while talking to a peer.
 #[derive(Debug, thiserror::Error)]
@@ -115,9 +115,11 @@ impl Target {
 
 type Slot = Arc<tokio::sync::Mutex<Option<Connection>>>;
 
-/// Keeps one live connection per target and reconnects when it drops.
+/// Keeps one live connection per target and reconnects when it drops. Images it fetches are
+/// checked against the canonical's signature with `origin` before their body is read.
 pub struct Pool {
     endpoint: Endpoint,
+    origin: Arc<OriginTrust>,
     slots: Mutex<HashMap<Target, Slot>>,
 }
 
@@ -141,15 +143,23 @@ impl Exchange {
 }
 
 impl Pool {
-    pub fn new(endpoint: Endpoint) -> Pool {
+    /// A pool dialling from `endpoint` that accepts only images sealed by the canonical
+    /// `origin` trusts (`Credentials::origin_trust`).
+    pub fn new(endpoint: Endpoint, origin: Arc<OriginTrust>) -> Pool {
         Pool {
             endpoint,
+            origin,
             slots: Mutex::new(HashMap::new()),
         }
     }
 
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
+    }
+
+    /// The check of the canonical's signature this pool applies.
+    pub fn origin(&self) -> &Arc<OriginTrust> {
+        &self.origin
     }
 
     fn slot(&self, target: &Target) -> Slot {
@@ -243,9 +253,13 @@ async fn exchange(
         .await
         .map_err(|e| lost(e.to_string()))?;
     if let Some(body) = body {
-        send.write_chunk(body)
-            .await
-            .map_err(|e| lost(e.to_string()))?;
+        match send.write_chunk(body).await {
+            Ok(()) => {}
+            // The peer refused the request from its header and stopped reading the body (a
+            // replica from a non-leader, say); its reply, read below, says why.
+            Err(quinn::WriteError::Stopped(_)) => {}
+            Err(error) => return Err(lost(error.to_string())),
+        }
     }
     // The peer may already have replied and reset; a failed finish shows up in the read below.
     let _ = send.finish();

@@ -16,8 +16,8 @@ use crate::frame::{self, FrameError};
 use crate::listen::{Listen, MetricsListen, QuicListen};
 use crate::tls;
 use wire::limits::HEADER_TIMEOUT;
-use wire::message::{CacheOutcome, ErrorKind, ImageMeta, Request, Response};
-use wire::Role;
+use wire::message::{CacheOutcome, ErrorKind, Request, Response};
+use wire::{Role, SignedMeta};
 
 /// A server's bound sockets: the QUIC endpoint and, when asked for, the metrics endpoint.
 pub struct Bound {
@@ -206,10 +206,11 @@ pub async fn reply_error(send: &mut SendStream, kind: ErrorKind, message: impl I
     reply(send, &Response::Error { kind, message }).await;
 }
 
-/// Writes an image reply: the header, then the body without copying it, then finishes.
+/// Writes an image reply: the header (with the canonical's signed metadata), then the body
+/// without copying it, then finishes.
 pub async fn reply_image(
     send: &mut SendStream,
-    meta: ImageMeta,
+    meta: SignedMeta,
     served_by: &str,
     outcome: CacheOutcome,
     body: Bytes,

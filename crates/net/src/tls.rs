@@ -15,7 +15,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use wire::limits;
 use wire::pki::{ClusterCa, PkiError, CA_FILE, CERT_FILE, KEY_FILE};
-use wire::{Role, ALPN};
+use wire::{OriginSigner, OriginTrust, Role, ALPN};
 
 /// A TLS setup or verification failure.
 #[derive(Debug, thiserror::Error)]
@@ -39,15 +39,23 @@ pub enum TlsError {
     NoPeerCertificate,
     #[error("peer certificate names no flotilla role")]
     UnknownRole,
+    #[error("the cluster CA certificate: {0}")]
+    Ca(#[from] wire::SealError),
+    #[error("only the canonical signs image metadata, and this is the {0} certificate")]
+    NotCanonical(Role),
+    #[error("the canonical cannot sign image metadata: {0}")]
+    Signer(#[from] wire::origin::SignerError),
 }
 
-/// What a process needs to speak mutual TLS: the CA to trust, its own chain and key.
+/// What a process needs to speak mutual TLS: the CA to trust, its own chain and key; and,
+/// anchored at the same CA, the check of the canonical's signature on image metadata.
 pub struct Credentials {
     /// Role named by our own certificate.
     pub role: Role,
     ca: CertificateDer<'static>,
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    origin: Arc<OriginTrust>,
 }
 
 impl Clone for Credentials {
@@ -57,6 +65,7 @@ impl Clone for Credentials {
             ca: self.ca.clone(),
             chain: self.chain.clone(),
             key: self.key.clone_key(),
+            origin: self.origin.clone(),
         }
     }
 }
@@ -88,12 +97,29 @@ impl Credentials {
             detail: "no certificate found".to_string(),
         })?;
         let role = role_of_certificate(leaf)?;
+        let origin = Arc::new(OriginTrust::from_ca_der(&ca)?);
         Ok(Credentials {
             role,
             ca,
             chain,
             key,
+            origin,
         })
+    }
+
+    /// The check of the canonical's signature on image metadata, anchored at our CA. Shared:
+    /// it remembers the canonical certificates it has checked.
+    pub fn origin_trust(&self) -> Arc<OriginTrust> {
+        self.origin.clone()
+    }
+
+    /// The signer of image metadata: our certificate and key, for the canonical only.
+    pub fn origin_signer(&self) -> Result<OriginSigner, TlsError> {
+        if self.role != Role::Canonical {
+            return Err(TlsError::NotCanonical(self.role));
+        }
+        let leaf = self.chain.first().ok_or(TlsError::NoPeerCertificate)?;
+        Ok(OriginSigner::from_der(leaf, self.key.secret_der())?)
     }
 
     /// Loads `ca.pem`, `cert.pem` and `key.pem` from `dir`.
@@ -196,23 +222,11 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
     Arc::new(transport)
 }
 
-/// The role named by a verified certificate.
+/// The role named by a verified certificate (the rule is `wire::pki::role_of_certificate`).
 pub fn role_of_certificate(cert: &CertificateDer<'_>) -> Result<Role, TlsError> {
     let (_, parsed) =
         x509_parser::parse_x509_certificate(cert).map_err(|_| TlsError::UnknownRole)?;
-    let names = parsed
-        .subject_alternative_name()
-        .map_err(|_| TlsError::UnknownRole)?
-        .ok_or(TlsError::UnknownRole)?;
-    names
-        .value
-        .general_names
-        .iter()
-        .find_map(|name| match name {
-            x509_parser::extensions::GeneralName::DNSName(dns) => Role::from_server_name(dns),
-            _ => None,
-        })
-        .ok_or(TlsError::UnknownRole)
+    wire::pki::role_of_certificate(&parsed).ok_or(TlsError::UnknownRole)
 }
 
 /// The role of the peer on an established connection, from its (already verified) certificate.
@@ -243,5 +257,24 @@ mod tests {
         );
         credentials.server_config().unwrap();
         credentials.client_config().unwrap();
+    }
+
+    #[test]
+    fn only_the_canonical_gets_a_signer_and_everyone_verifies_it() {
+        let ca = ClusterCa::generate().unwrap();
+        let node = Credentials::issue(&ca, Role::Node(NodeIndex(2))).unwrap();
+        assert!(matches!(
+            node.origin_signer(),
+            Err(TlsError::NotCanonical(Role::Node(_)))
+        ));
+        let canonical = Credentials::issue(&ca, Role::Canonical).unwrap();
+        let meta = wire::ImageMeta {
+            id: wire::ImageId(1),
+            size: 3,
+            content_type: "image/png".into(),
+            digest: wire::Digest::of(b"png"),
+        };
+        let signed = canonical.origin_signer().unwrap().sign(meta).unwrap();
+        node.origin_trust().verify(signed).unwrap();
     }
 }

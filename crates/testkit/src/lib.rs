@@ -4,7 +4,7 @@
 //! own `start`. The whole-system tests live beside it in `tests/`.
 //!
 //! - [`cluster`]: [`TestCluster`] and its [`Builder`]; dropping a cluster stops it.
-//! - [`ca`]: the shared test CA and per-role credentials.
+//! - [`ca`]: the shared test CA, per-role credentials, an origin signer and a pool.
 //! - [`prometheus`]: reading counters out of Prometheus text.
 //! - [`wait_until`]: polling a condition with a generous deadline instead of sleeping.
 
@@ -15,7 +15,7 @@ pub mod prometheus;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-pub use ca::{credentials, test_ca};
+pub use ca::{credentials, origin_signer, pool_with, test_ca};
 pub use cluster::{Builder, TestCluster, TestNode};
 pub use prometheus::{counter, counter_with};
 

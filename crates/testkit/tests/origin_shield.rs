@@ -9,9 +9,9 @@ use bytes::Bytes;
 use net::server::{reply_error, reply_image, Handler};
 use net::Target;
 use quinn::{RecvStream, SendStream};
-use testkit::{credentials, wait_until, TestCluster};
+use testkit::{credentials, origin_signer, pool_with, wait_until, TestCluster};
 use wire::message::ErrorKind;
-use wire::{CacheOutcome, Digest, ImageId, ImageMeta, NodeIndex, Request, Role};
+use wire::{CacheOutcome, Digest, ImageId, ImageMeta, NodeIndex, OriginSigner, Request, Role};
 
 /// How long the slow origin takes to answer: longer than an edge used to wait for the leader
 /// (2 s) before going to the origin itself.
@@ -25,6 +25,7 @@ struct SlowOrigin {
     delay: Duration,
     image_requests: AtomicUsize,
     body: Bytes,
+    signer: OriginSigner,
 }
 
 impl SlowOrigin {
@@ -37,6 +38,7 @@ impl SlowOrigin {
                     .map(|i| (i % 251) as u8)
                     .collect::<Vec<u8>>(),
             ),
+            signer: origin_signer(),
         })
     }
 }
@@ -60,6 +62,10 @@ impl Handler for SlowOrigin {
             size: self.body.len() as u64,
             content_type: "image/png".into(),
             digest: Digest::of(&self.body),
+        };
+        let Ok(meta) = self.signer.sign(meta) else {
+            reply_error(&mut send, ErrorKind::Internal, "signing failed").await;
+            return;
         };
         let _ = reply_image(
             &mut send,
@@ -85,10 +91,7 @@ async fn a_slow_origin_behind_a_live_leader_is_fetched_once() {
         "node 4 never led"
     );
 
-    let socket = net::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
-    let pool = Arc::new(net::Pool::new(
-        net::endpoint(socket, &credentials(Role::Client), false).unwrap(),
-    ));
+    let pool = Arc::new(pool_with(&credentials(Role::Client)));
     let edges: Vec<Target> = cluster
         .file
         .nodes

@@ -7,17 +7,12 @@ use bytes::Bytes;
 use net::pool::{Pool, Target};
 use net::tls::Credentials;
 use net::CallError;
-use testkit::{credentials, TestCluster};
+use testkit::{credentials, origin_signer, pool_with, TestCluster};
 use wire::election::{ElectionKind, ElectionMessage};
 use wire::message::ErrorKind;
 use wire::pki::ClusterCa;
 use wire::Role;
 use wire::{CacheOutcome, Digest, ImageId, ImageMeta, NodeIndex, Request, Response, Term};
-
-fn pool_with(credentials: &Credentials) -> Pool {
-    let socket = net::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
-    Pool::new(net::pool::endpoint(socket, credentials, false).unwrap())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_from_another_ca_is_rejected() {
@@ -75,7 +70,7 @@ async fn a_client_certificate_cannot_send_edge_only_requests() {
     };
     let replicate = Request::Replicate {
         term: Term(99),
-        meta,
+        meta: origin_signer().sign(meta).unwrap(),
     };
     let reply = pool
         .call(&target, &replicate, Some(body))
@@ -167,8 +162,9 @@ async fn malformed_and_oversized_frames_never_stop_a_server() {
     client.get_image(ImageId(8)).await.unwrap();
 }
 
-/// An "origin" holding the canonical's certificate that corrupts every body it sends.
-struct CorruptingOrigin;
+/// An "origin" holding the canonical's certificate that corrupts every body it sends (after
+/// signing the metadata of the uncorrupted one).
+struct CorruptingOrigin(wire::OriginSigner);
 
 impl net::server::Handler for CorruptingOrigin {
     async fn handle(
@@ -191,6 +187,10 @@ impl net::server::Handler for CorruptingOrigin {
         };
         let mut corrupted = body;
         corrupted[100] ^= 1;
+        let Ok(meta) = self.0.sign(meta) else {
+            net::server::reply_error(&mut send, ErrorKind::Internal, "signing failed").await;
+            return;
+        };
         let _ = net::server::reply_image(
             &mut send,
             meta,
@@ -208,7 +208,7 @@ async fn a_corrupted_body_is_neither_cached_nor_returned() {
         .nodes(1)
         .replicas(1)
         .cache_mb(1)
-        .origin(Arc::new(CorruptingOrigin))
+        .origin(Arc::new(CorruptingOrigin(origin_signer())))
         .start()
         .await;
     let running = &cluster.nodes[&NodeIndex(1)].running;
@@ -239,7 +239,9 @@ async fn a_corrupted_body_is_neither_cached_nor_returned() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_replica_is_refused_for_what_is_wrong_with_it_and_not_cached() {
     let cluster = TestCluster::builder().start().await;
-    // A peer edge's certificate: replication is allowed, the bytes are checked.
+    // The leader's certificate and genuinely signed metadata: replication is allowed, the
+    // bytes are checked.
+    cluster.wait_for_leader(3).await;
     let pool = pool_with(&credentials(Role::Node(NodeIndex(3))));
     let target = Target::new(cluster.file.nodes[0].quic.clone(), Role::Node(NodeIndex(1)));
     let body = Bytes::from(vec![9u8; 1000]);
@@ -249,6 +251,7 @@ async fn a_bad_replica_is_refused_for_what_is_wrong_with_it_and_not_cached() {
         content_type: "image/png".into(),
         digest: Digest::of(&body),
     };
+    let meta = origin_signer().sign(meta).unwrap();
     let term = cluster.node(1).leadership().term;
 
     let short = pool

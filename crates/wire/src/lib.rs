@@ -6,6 +6,7 @@
 //! - [`election`]: election and heartbeat messages exchanged between edges.
 //! - [`frame`]: the length-prefixed CBOR header and the raw image body that follows it.
 //! - [`limits`]: every bound a reader enforces, as named constants.
+//! - [`origin`]: the canonical's signature over image metadata, and its verification.
 //! - [`pki`]: certificate roles, the cluster CA and issuing certificates (rcgen, no TLS stack).
 //! - [`cluster`]: the `.cluster/cluster.toml` description shared by xtask and the client.
 //! - [`routing`]: rendezvous hashing that clients and the leader agree on.
@@ -19,6 +20,7 @@ pub mod frame;
 pub mod ids;
 pub mod limits;
 pub mod message;
+pub mod origin;
 pub mod pki;
 pub mod routing;
 pub mod status;
@@ -27,6 +29,7 @@ pub use ids::{Digest, ImageId, NodeIndex, Term};
 pub use message::{
     CacheOutcome, ElectionRole, ErrorKind, ImageMeta, NodeStatus, Request, Response,
 };
+pub use origin::{OriginSeal, OriginSigner, OriginTrust, SealError, SignedMeta, VerifiedMeta};
 pub use pki::Role;
 
 /// The ALPN protocol id every Flotilla QUIC connection negotiates.

@@ -12,6 +12,16 @@ pub const MAX_HEADER_BYTES: u32 = 64 * 1024;
 /// memory one request can make a receiver allocate.
 pub const MAX_IMAGE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Canonical certificates an [`OriginTrust`](crate::origin::OriginTrust) remembers as checked
+/// against the CA. A cluster has one canonical; a few leave room for a re-issued certificate
+/// while images sealed by the old one are still cached.
+pub const MAX_ORIGIN_CERTIFICATES: usize = 4;
+
+/// Origin seals an [`OriginTrust`](crate::origin::OriginTrust) remembers as verified (32 bytes
+/// each): enough for a client's or an edge's working set of images, so fetching one again
+/// skips the ECDSA verify; past it the memory is cleared and rebuilt.
+pub const MAX_VERIFIED_SEALS: usize = 8192;
+
 /// Concurrent bidirectional streams a peer may open on one connection.
 pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
 

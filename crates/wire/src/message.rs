@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::election::ElectionMessage;
 use crate::ids::{Digest, ImageId, NodeIndex, Term};
+use crate::origin::SignedMeta;
 
 /// What a peer asks for. Which peers may send which request is decided by the role in their
 /// certificate ([`crate::Role`]), never by a field in the message.
@@ -24,8 +25,9 @@ pub enum Request {
     Ping,
     /// An election or heartbeat message (edges only); answered by [`Response::Ack`].
     Election(ElectionMessage),
-    /// The leader pushes an image to a follower (edges only); the body follows the header.
-    Replicate { term: Term, meta: ImageMeta },
+    /// The leader of `term` pushes an image to a follower (edges only) with the metadata the
+    /// canonical signed; the body follows the header.
+    Replicate { term: Term, meta: SignedMeta },
 }
 
 impl Request {
@@ -56,7 +58,8 @@ impl Request {
     }
 }
 
-/// Metadata of one image, carried with every transfer so the receiver can verify the body.
+/// Metadata of one image, carried with every transfer (signed by the canonical, see
+/// [`SignedMeta`]) so the receiver can verify the body.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageMeta {
     pub id: ImageId,
@@ -140,6 +143,10 @@ pub enum ErrorKind {
     Unavailable,
     /// A request from an older election term.
     StaleTerm,
+    /// A replica pushed by an edge that does not lead the receiver's current term.
+    NotLeader,
+    /// Image metadata without a valid signature of the cluster's canonical.
+    BadSignature,
     /// A bug or local failure on the server.
     Internal,
 }
@@ -185,9 +192,10 @@ pub struct NodeStatus {
 /// A reply header.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Response {
-    /// The image follows as exactly `meta.size` raw bytes.
+    /// The image follows as exactly `meta.meta.size` raw bytes; `meta` is what the canonical
+    /// signed.
     Image {
-        meta: ImageMeta,
+        meta: SignedMeta,
         /// Name of the process that served it, e.g. `flotilla_node_2`.
         served_by: String,
         outcome: CacheOutcome,

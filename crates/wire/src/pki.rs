@@ -12,6 +12,8 @@ use rcgen::{
     KeyUsagePurpose,
 };
 use serde::{Deserialize, Serialize};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::GeneralName;
 
 use crate::ids::NodeIndex;
 
@@ -69,6 +71,21 @@ impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.stem())
     }
+}
+
+/// The role a parsed certificate names: the first DNS name among its subject alternative names
+/// that is a Flotilla role name. The one rule for TLS peers (`net::tls`) and origin seals
+/// ([`crate::origin`]).
+pub fn role_of_certificate(certificate: &X509Certificate<'_>) -> Option<Role> {
+    let names = certificate.subject_alternative_name().ok()??;
+    names
+        .value
+        .general_names
+        .iter()
+        .find_map(|name| match name {
+            GeneralName::DNSName(dns) => Role::from_server_name(dns),
+            _ => None,
+        })
 }
 
 /// A certificate and its private key, both PEM.
