@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use wire::cluster::{ClusterFile, Member, CLUSTER_FILE};
 use wire::{NodeIndex, Role};
 
-use crate::netem::Shaping;
+use chaos::partition::Cut;
+use chaos::shape::Shaping;
 use crate::UsageError;
 
 /// Name of xtask's own record inside the cluster folder.
@@ -21,18 +22,18 @@ const STATE_FILE: &str = "state.json";
 /// Where the cluster's processes run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
-pub enum Runtime {
+pub enum RuntimeKind {
     /// Scratch containers on a Docker engine.
     Docker,
     /// Local processes on 127.0.0.1.
     Process,
 }
 
-impl fmt::Display for Runtime {
+impl fmt::Display for RuntimeKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Runtime::Docker => "docker",
-            Runtime::Process => "process",
+            RuntimeKind::Docker => "docker",
+            RuntimeKind::Process => "process",
         })
     }
 }
@@ -85,7 +86,7 @@ impl MemberState {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     pub prefix: String,
-    pub runtime: Runtime,
+    pub runtime: RuntimeKind,
     pub options: Options,
     /// The canonical first, then nodes 1..=N in order.
     pub members: Vec<MemberState>,
@@ -149,15 +150,18 @@ impl State {
         Ok(())
     }
 
-    /// Fails with one line unless the cluster runs on Docker: `command` needs network
-    /// namespaces of its own per member.
-    pub fn require_docker(&self, command: &str) -> anyhow::Result<()> {
-        if self.runtime == Runtime::Process {
-            anyhow::bail!(
-                "`{command}` needs the docker runtime: local processes share one network stack (start with `cargo xtask up N --runtime docker`)"
-            );
-        }
-        Ok(())
+    /// The partition in force, if any.
+    pub fn cut(&self) -> Option<Cut> {
+        self.partition.as_ref().map(|groups| Cut {
+            groups: groups.clone(),
+            one_way: self.partition_one_way,
+        })
+    }
+
+    /// Records the partition in force (`None` after `heal`).
+    pub fn set_cut(&mut self, cut: Option<Cut>) {
+        self.partition_one_way = cut.as_ref().is_some_and(|cut| cut.one_way);
+        self.partition = cut.map(|cut| cut.groups);
     }
 
     /// Number of edge nodes.
@@ -323,7 +327,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("xtask-state-{}", std::process::id()));
         let state = State {
             prefix: "demo".to_string(),
-            runtime: Runtime::Docker,
+            runtime: RuntimeKind::Docker,
             options: Options::default(),
             members: (0..=2)
                 .map(|index| MemberState {
@@ -339,7 +343,7 @@ mod tests {
             netem: [(
                 2,
                 Shaping {
-                    shape: crate::netem::Shape {
+                    shape: chaos::shape::Shape {
                         delay_us: 150_000,
                         jitter_us: 0,
                         loss_ppm: 0,

@@ -1,50 +1,67 @@
-//! `cargo xtask partition 1,2 3,4,5`, `partition --one-way 1 2` and `heal`: cut the network
-//! between groups of nodes, both ways or one way.
+//! Partitions: cut the network between groups of nodes, both ways or one way.
 //!
-//! Nodes have no NET_ADMIN, so the cut is made from the host: in each node container's network
+//! Nodes have no NET_ADMIN, so the cut is made from the host: in each node's network
 //! namespace (`nsenter -t <pid> -n`), an nftables table `inet flotilla_partition` drops packets
 //! arriving from the addresses of nodes it is cut off from. Dropping on input only means a
 //! sender sees silence (as on a real cut) rather than an error from its own kernel, and it is
-//! what makes a one-way cut possible: for `--one-way A B` only the nodes of B get a table
+//! what makes a one-way cut possible: for a one-way cut A -> B only the nodes of B get a table
 //! (dropping what comes from A), so B's packets still reach A. For a plain partition every
 //! partitioned node gets one, so both directions are cut. Nodes in no group, the canonical and
-//! the client keep talking to everyone. `heal` deletes exactly that table; Docker's own rules
-//! (the embedded DNS in the `ip nat` table) are never touched.
+//! the client keep talking to everyone. [`remove_table`] deletes exactly that table; the
+//! runtime's own rules (Docker's embedded DNS in the `ip nat` table) are never touched.
 
 use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
 
+use serde::{Deserialize, Serialize};
 use xshell::{cmd, Shell};
 
-use crate::docker::{self, Container};
-use crate::project::Project;
-use crate::state::State;
 use crate::tools;
-use crate::UsageError;
+use crate::FaultTarget;
 
-/// The nftables table xtask owns inside a node's network namespace.
+/// The nftables table Flotilla owns inside a node's network namespace.
 const TABLE: &str = "flotilla_partition";
 
-/// Cut the network between groups of nodes, e.g. `partition 1,2 3,4,5`, or one way with
-/// `partition --one-way 1 2` (Docker runtime).
-#[derive(Debug, clap::Args)]
-pub struct Partition {
-    /// Two or more comma-separated groups of node indices (with --one-way: exactly two, FROM TO).
-    #[arg(value_name = "GROUP", num_args = 2.., required = true)]
-    groups: Vec<Group>,
-    /// Drop only the packets from the first group to the second; the second still reaches the
-    /// first.
-    #[arg(long)]
-    one_way: bool,
+/// A partition as asked for and recorded: groups of node indices, cut from each other both
+/// ways, or only the first group's packets to the second (`one_way`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cut {
+    pub groups: Vec<Vec<u16>>,
+    pub one_way: bool,
 }
 
-/// Undo `partition`: every node reaches every other again (Docker runtime).
-#[derive(Debug, clap::Args)]
-pub struct Heal {}
+/// Why a cut cannot be made as asked: a usage error of whoever asked.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CutError {
+    #[error("--one-way takes exactly two groups, FROM and TO (e.g. `partition --one-way 1 2`), not {0}")]
+    OneWayGroups(usize),
+    #[error("there is no node {index}: the cluster has nodes 1 to {node_count}")]
+    NoSuchNode { index: u16, node_count: u16 },
+    #[error("node {0} is in more than one group")]
+    InTwoGroups(u16),
+}
+
+impl Cut {
+    /// A cut over `groups` of a cluster with nodes `1..=node_count`; a usage error when a
+    /// group names a node that does not exist, a node is in two groups, or a one-way cut
+    /// has other than two groups.
+    pub fn new(groups: Vec<Vec<u16>>, one_way: bool, node_count: u16) -> Result<Cut, CutError> {
+        if one_way && groups.len() != 2 {
+            return Err(CutError::OneWayGroups(groups.len()));
+        }
+        check_groups(&groups, node_count)?;
+        Ok(Cut { groups, one_way })
+    }
+
+    /// `1,2 | 3,4,5`, or `1 -> 2` for a one-way cut.
+    pub fn describe(&self) -> String {
+        describe(&self.groups, self.one_way)
+    }
+}
 
 /// One group of node indices: `1,2`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Group(Vec<u16>);
+pub struct Group(pub Vec<u16>);
 
 impl FromStr for Group {
     type Err = String;
@@ -61,81 +78,22 @@ impl FromStr for Group {
     }
 }
 
-impl Partition {
-    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
-        let project = Project::locate()?;
-        let mut state = State::require(&project.cluster_dir)?;
-        state.require_docker("partition")?;
-        let groups: Vec<Vec<u16>> = self.groups.into_iter().map(|g| g.0).collect();
-        if self.one_way && groups.len() != 2 {
-            return Err(UsageError(format!(
-                "--one-way takes exactly two groups, FROM and TO (e.g. `partition --one-way 1 2`), not {}",
-                groups.len()
-            ))
-            .into());
-        }
-        check_groups(&groups, state.node_count())?;
-        let described = describe(&groups, self.one_way);
-        state.partition = Some(groups);
-        state.partition_one_way = self.one_way;
-        apply(sh, &state)?;
-        state.save(&project.cluster_dir)?;
-        if self.one_way {
-            println!(
-                "cut {described} one way: packets from the first group to the second are dropped, the second still reaches the first; undo with `cargo xtask heal`"
-            );
-        } else {
-            println!(
-                "partitioned {described}: nodes in different groups cannot exchange packets; undo with `cargo xtask heal`"
-            );
-        }
-        Ok(())
-    }
-}
-
-impl Heal {
-    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
-        let project = Project::locate()?;
-        let mut state = State::require(&project.cluster_dir)?;
-        state.require_docker("heal")?;
-        tools::ensure(sh, "nsenter", "util-linux")?;
-        tools::ensure(sh, "nft", "nftables")?;
-        let mut healed = 0;
-        for container in reachable_nodes(sh, &state)? {
-            if remove_table(sh, &container)? {
-                healed += 1;
-            }
-        }
-        let was = state.partition.take();
-        state.partition_one_way = false;
-        state.save(&project.cluster_dir)?;
-        match (was, healed) {
-            (None, 0) => println!("no partition to heal"),
-            _ => println!("healed: every node reaches every other again"),
-        }
-        Ok(())
-    }
-}
-
 /// Every index is a node of the cluster and appears in one group only.
-fn check_groups(groups: &[Vec<u16>], node_count: u16) -> anyhow::Result<()> {
+fn check_groups(groups: &[Vec<u16>], node_count: u16) -> Result<(), CutError> {
     let mut seen = HashSet::new();
-    for index in groups.iter().flatten() {
-        if *index > node_count {
-            return Err(UsageError(format!(
-                "there is no node {index}: the cluster has nodes 1 to {node_count}"
-            ))
-            .into());
+    for &index in groups.iter().flatten() {
+        if index > node_count {
+            return Err(CutError::NoSuchNode { index, node_count });
         }
-        if !seen.insert(*index) {
-            return Err(UsageError(format!("node {index} is in more than one group")).into());
+        if !seen.insert(index) {
+            return Err(CutError::InTwoGroups(index));
         }
     }
     Ok(())
 }
 
 /// `1,2 | 3,4,5`, or `1 -> 2` for a one-way cut.
-pub fn describe(groups: &[Vec<u16>], one_way: bool) -> String {
+fn describe(groups: &[Vec<u16>], one_way: bool) -> String {
     groups
         .iter()
         .map(|g| g.iter().map(u16::to_string).collect::<Vec<_>>().join(","))
@@ -168,40 +126,30 @@ fn blocked_sources(groups: &[Vec<u16>], one_way: bool) -> BTreeMap<u16, Vec<u16>
     blocked
 }
 
-/// Node containers with a network namespace to enter (running or paused).
-fn reachable_nodes(sh: &Shell, state: &State) -> anyhow::Result<Vec<Container>> {
-    Ok(docker::containers(sh, Some(&state.prefix))?
-        .into_iter()
-        .filter(|c| c.index > 0 && c.pid > 0)
-        .collect())
-}
-
-/// Installs `state.partition` in every node's namespace, replacing any earlier table.
-pub fn apply(sh: &Shell, state: &State) -> anyhow::Result<()> {
-    let Some(groups) = &state.partition else {
-        return Ok(());
-    };
+/// Installs `cut` in the namespace of every node among `nodes` (the running ones, with
+/// their addresses), replacing any earlier table. Nodes of the cut that are not among
+/// `nodes` are named on stderr: they get the cut when they start again.
+pub fn apply(sh: &Shell, cut: &Cut, nodes: &[FaultTarget]) -> anyhow::Result<()> {
     tools::ensure(sh, "nsenter", "util-linux")?;
     tools::ensure(sh, "nft", "nftables")?;
-    let nodes = reachable_nodes(sh, state)?;
     let address = |index: u16| {
         nodes
             .iter()
-            .find(|c| c.index == index)
-            .and_then(|c| c.ip.clone())
+            .find(|n| n.index == index)
+            .and_then(|n| n.ip.clone())
     };
-    for (index, sources) in blocked_sources(groups, state.partition_one_way) {
-        let Some(container) = nodes.iter().find(|c| c.index == index) else {
+    for (index, sources) in blocked_sources(&cut.groups, cut.one_way) {
+        let Some(node) = nodes.iter().find(|n| n.index == index) else {
             eprintln!("node {index} is not running; it gets the partition when restarted");
             continue;
         };
-        remove_table(sh, container)?;
+        remove_table(sh, node)?;
         let addresses: Vec<String> = sources.iter().filter_map(|i| address(*i)).collect();
         if addresses.is_empty() {
             continue;
         }
         let script = rules(&addresses);
-        let pid = container.pid.to_string();
+        let pid = node.pid.to_string();
         cmd!(sh, "nsenter --target {pid} --net nft --file -")
             .quiet()
             .stdin(script)
@@ -209,6 +157,19 @@ pub fn apply(sh: &Shell, state: &State) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cutting node {index} off with nft failed: {e}"))?;
     }
     Ok(())
+}
+
+/// Removes the partition table from every one of `nodes`; how many had one.
+pub fn heal(sh: &Shell, nodes: &[FaultTarget]) -> anyhow::Result<usize> {
+    tools::ensure(sh, "nsenter", "util-linux")?;
+    tools::ensure(sh, "nft", "nftables")?;
+    let mut healed = 0;
+    for node in nodes {
+        if remove_table(sh, node)? {
+            healed += 1;
+        }
+    }
+    Ok(healed)
 }
 
 /// The nftables script dropping traffic that arrives from `addresses` (with a counter, so
@@ -222,13 +183,13 @@ fn rules(addresses: &[String]) -> String {
     )
 }
 
-/// Deletes xtask's table from a container's namespace; true when there was one.
-fn remove_table(sh: &Shell, container: &Container) -> anyhow::Result<bool> {
-    let pid = container.pid.to_string();
+/// Deletes the partition table from a node's namespace; true when there was one.
+pub fn remove_table(sh: &Shell, node: &FaultTarget) -> anyhow::Result<bool> {
+    let pid = node.pid.to_string();
     let tables = cmd!(sh, "nsenter --target {pid} --net nft list tables")
         .quiet()
         .read()
-        .map_err(|e| anyhow::anyhow!("listing nft tables of {}: {e}", container.name))?;
+        .map_err(|e| anyhow::anyhow!("listing nft tables of {}: {e}", node.name))?;
     if !tables
         .lines()
         .any(|line| line.trim() == format!("table inet {TABLE}"))
@@ -241,7 +202,7 @@ fn remove_table(sh: &Shell, container: &Container) -> anyhow::Result<bool> {
     )
     .quiet()
     .run()
-    .map_err(|e| anyhow::anyhow!("removing the partition from {}: {e}", container.name))?;
+    .map_err(|e| anyhow::anyhow!("removing the partition from {}: {e}", node.name))?;
     Ok(true)
 }
 

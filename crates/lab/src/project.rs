@@ -29,10 +29,11 @@ pub struct Project {
 impl Project {
     /// Locates the project from where xtask was compiled and where it runs.
     pub fn locate() -> anyhow::Result<Project> {
-        // xtask lives one level below the workspace root.
+        // This crate lives two levels below the workspace root (`crates/lab`).
         let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .context("xtask has no parent folder")?
+            .ancestors()
+            .nth(2)
+            .context("crates/lab has no workspace folder above it")?
             .to_path_buf();
         let target_dir = target_dir(&root);
         let cluster_dir = match std::env::var_os(CLUSTER_ENV) {

@@ -1,4 +1,4 @@
-//! The userspace delayer behind `cargo xtask netem` on kernels built without the netem qdisc
+//! The userspace delayer (`flotilla-delayer`) behind `cargo xtask netem` on kernels built without the netem qdisc
 //! (`CONFIG_NET_SCH_NETEM` off, as on some VM kernels). It runs on the host inside one
 //! container's network namespace (started through `nsenter --net`, so the node needs no
 //! capability), receives the packets that an iptables `NFQUEUE` rule diverts from the
@@ -17,13 +17,13 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::netem::Shape;
+use crate::shape::Shape;
 
 /// The NFQUEUE number the worker binds; queue numbers are per network namespace, so every
 /// node's worker can use the same one.
 pub const QUEUE: u16 = 7000;
 /// The line the worker prints on stdout once it has bound the queue; `netem` waits for it.
-pub const READY: &str = "netem-worker ready";
+pub const READY: &str = "delayer ready";
 /// Most packets the kernel holds for the worker before it drops new ones (the default, 1024,
 /// is a few megabytes: less than one image in flight under a large delay).
 const QUEUE_MAX_PACKETS: u32 = 65_536;
@@ -63,13 +63,13 @@ const EBUSY: i32 = 16;
 const ENOBUFS: i32 = 105;
 const ETIMEDOUT: i32 = 110;
 
-/// Runs the delayer until the process `container_pid` (the container's PID 1) is gone.
-pub fn run(shape: Shape, container_pid: u32) -> anyhow::Result<()> {
+/// Runs the delayer until the process `container_pid` (the container's PID 1) is gone;
+/// calls `bound` once the queue is bound (the binary prints [`READY`] then).
+pub fn run(shape: Shape, container_pid: u32, bound: impl FnOnce()) -> anyhow::Result<()> {
     let watched = ProcessIdentity::of(container_pid)
         .with_context(|| format!("process {container_pid} (the container's PID 1) is gone"))?;
     let mut queue = Queue::bind()?;
-    // Only the caller reads stdout, and only this line; everything else goes to stderr.
-    println!("{READY}");
+    bound();
     eprintln!(
         "bound NFQUEUE {QUEUE} in the network namespace of pid {container_pid}: {}",
         shape.describe()

@@ -1,0 +1,464 @@
+//! The Docker runtime: how each member becomes a hardened scratch container on the cluster
+//! network, the network and volume around them, and how containers are found (by label),
+//! stopped, frozen and entered.
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use chaos::FaultTarget;
+use xshell::Shell;
+
+use super::{MemberStatus, Runtime, Started};
+use crate::docker::{
+    self, bind_mount, Container, CANONICAL_IMAGE, CLUSTER_LABEL, INDEX_LABEL, NODE_IMAGE,
+    ROLE_LABEL,
+};
+use crate::launch::{member_args, Placement};
+use crate::project::Project;
+use crate::release;
+use crate::state::{member_name, MemberState, RuntimeKind, State};
+use crate::time::parse_utc;
+
+/// QUIC port inside every container.
+pub const QUIC_PORT: u16 = 7000;
+/// Metrics port inside every container.
+pub const METRICS_PORT: u16 = 9100;
+/// Where a member's own credentials folder is mounted, read-only.
+const CERTS_MOUNT: &str = "/certs";
+/// Where the canonical's named volume of sample images is mounted.
+const DATA_MOUNT: &str = "/data";
+/// Where a user's `--images` folder is mounted, read-only.
+const IMAGES_MOUNT: &str = "/images";
+/// Memory limit of a node without `--cache-mb`.
+const NODE_MEMORY_MB: u32 = 256;
+/// Memory limit of the canonical, which encodes sample PNGs of a few MB.
+const CANONICAL_MEMORY_MB: u32 = 512;
+/// Memory beyond the cache a node may need (runtime, QUIC buffers, images in flight).
+const NODE_OVERHEAD_MB: u32 = 192;
+/// Seconds Docker waits after SIGTERM before it kills a member on `restart`.
+const STOP_GRACE_SECONDS: &str = "5";
+/// Per-container log size before the engine rotates it, and files kept.
+const LOG_MAX_SIZE: &str = "max-size=50m";
+const LOG_MAX_FILES: &str = "max-file=2";
+
+/// Where `member` listens and finds its files, inside its container.
+fn placement(state: &State) -> Placement {
+    let on_network = |index: u16| format!("{}:{QUIC_PORT}", member_name(&state.prefix, index));
+    let (data, samples) = match state.options.images {
+        Some(_) => (IMAGES_MOUNT, false),
+        None => (DATA_MOUNT, true),
+    };
+    Placement {
+        listen: format!("0.0.0.0:{QUIC_PORT}"),
+        metrics: format!("0.0.0.0:{METRICS_PORT}"),
+        certs: CERTS_MOUNT.to_string(),
+        data: data.to_string(),
+        samples,
+        canonical: on_network(0),
+        peers: state.nodes().map(|node| on_network(node.index)).collect(),
+    }
+}
+
+/// The memory limit of `member`: a cache of `--cache-mb` fits with room to spare.
+fn memory_mb(state: &State, member: &MemberState) -> u32 {
+    if member.is_canonical() {
+        return CANONICAL_MEMORY_MB;
+    }
+    match state.options.cache_mb {
+        Some(cache_mb) => NODE_MEMORY_MB.max(cache_mb.saturating_add(NODE_OVERHEAD_MB)),
+        None => NODE_MEMORY_MB,
+    }
+}
+
+/// Creates and starts `member`'s container.
+fn run(
+    sh: &Shell,
+    project: &Project,
+    state: &State,
+    member: &MemberState,
+) -> anyhow::Result<()> {
+    let (role, image) = if member.is_canonical() {
+        ("canonical", CANONICAL_IMAGE)
+    } else {
+        ("node", NODE_IMAGE)
+    };
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--detach".into(),
+        format!("--name={}", member.name),
+        format!("--hostname={}", member.name),
+        format!("--network={}", docker::network_name(&state.prefix)),
+        format!("--label={CLUSTER_LABEL}={}", state.prefix),
+        format!("--label={ROLE_LABEL}={role}"),
+        format!("--label={INDEX_LABEL}={}", member.index),
+        // Hardening: nothing writable but the data volume, no capabilities, no setuid.
+        "--read-only".into(),
+        "--cap-drop=ALL".into(),
+        "--security-opt=no-new-privileges".into(),
+        format!("--memory={}m", memory_mb(state, member)),
+        "--restart=no".into(),
+        "--log-driver=json-file".into(),
+        format!("--log-opt={LOG_MAX_SIZE}"),
+        format!("--log-opt={LOG_MAX_FILES}"),
+        // Fixed host ports, chosen at `up`, so `restart` brings a member back where it was.
+        format!("--publish=127.0.0.1:{}:{QUIC_PORT}/udp", member.quic_port),
+        format!(
+            "--publish=127.0.0.1:{}:{METRICS_PORT}/tcp",
+            member.metrics_port
+        ),
+        format!(
+            "--mount={}",
+            bind_mount(
+                &project.member_certs(&member.role().stem()),
+                CERTS_MOUNT,
+                true
+            )
+        ),
+    ];
+    if member.is_canonical() {
+        match &state.options.images {
+            Some(images) => args.push(format!(
+                "--mount={}",
+                bind_mount(images, IMAGES_MOUNT, true)
+            )),
+            None => args.push(format!(
+                "--mount=type=volume,source={},target={DATA_MOUNT}",
+                docker::volume_name(&state.prefix)
+            )),
+        }
+    }
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        args.push(format!("--env=RUST_LOG={filter}"));
+    }
+    args.push(image.into());
+    args.extend(member_args(member, &placement(state), &state.options));
+    docker::run(sh, &args).map_err(|error| explain_start_failure(member, error))?;
+    Ok(())
+}
+
+/// Turns the engine's complaint about a taken port into the one line a user needs.
+fn explain_start_failure(member: &MemberState, error: anyhow::Error) -> anyhow::Error {
+    let text = error.to_string();
+    if text.contains("port is already allocated") || text.contains("address already in use") {
+        return anyhow::anyhow!(
+            "a host port of {} (UDP {} or TCP {}) is taken by another program; stop that program, or run `cargo xtask down` and `up` again to pick free ports",
+            member.label(),
+            member.quic_port,
+            member.metrics_port
+        );
+    }
+    error.context(format!("starting {}", member.label()))
+}
+
+/// Creates the cluster network unless it exists; true when it was created.
+fn ensure_network(sh: &Shell, prefix: &str) -> anyhow::Result<bool> {
+    let name = docker::network_name(prefix);
+    if docker::run(sh, &["network".into(), "inspect".into(), name.clone()]).is_ok() {
+        return Ok(false);
+    }
+    docker::run(
+        sh,
+        &[
+            "network".into(),
+            "create".into(),
+            format!("--label={CLUSTER_LABEL}={prefix}"),
+            name,
+        ],
+    )?;
+    Ok(true)
+}
+
+/// Creates the canonical's data volume unless it exists (creating is idempotent).
+fn ensure_volume(sh: &Shell, prefix: &str) -> anyhow::Result<()> {
+    docker::run(
+        sh,
+        &[
+            "volume".into(),
+            "create".into(),
+            format!("--label={CLUSTER_LABEL}={prefix}"),
+            docker::volume_name(prefix),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The last `count` lines a container wrote, to show why it stopped.
+fn log_tail(sh: &Shell, name: &str, count: usize) -> String {
+    let count = count.to_string();
+    xshell::cmd!(sh, "docker logs --tail {count} {name}")
+        .quiet()
+        .ignore_status()
+        .output()
+        .map(|output| {
+            let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&output.stderr));
+            text.trim_end().to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// Scratch containers on the local Docker engine.
+pub struct DockerRuntime {
+    project: Project,
+}
+
+impl DockerRuntime {
+    pub fn new(project: Project) -> DockerRuntime {
+        DockerRuntime { project }
+    }
+
+    /// The container of member `index`, or one line saying how to make it.
+    fn container(&self, sh: &Shell, state: &State, index: u16) -> anyhow::Result<Container> {
+        docker::containers(sh, Some(&state.prefix))?
+            .into_iter()
+            .find(|c| c.index == index)
+            .ok_or_else(|| {
+                let member = state.member_by_index(index).map(MemberState::label);
+                anyhow::anyhow!(
+                    "{} has no container; run `cargo xtask up {}` to recreate it",
+                    member.unwrap_or_else(|_| format!("member {index}")),
+                    state.node_count()
+                )
+            })
+    }
+}
+
+/// A container's state in the runtime's common words.
+fn status_of(container: &Container) -> MemberStatus {
+    match container.status.as_str() {
+        "running" | "restarting" => MemberStatus::Running,
+        "paused" => MemberStatus::Paused,
+        _ => MemberStatus::Stopped {
+            exit_code: Some(container.exit_code),
+        },
+    }
+}
+
+impl Runtime for DockerRuntime {
+    fn kind(&self) -> RuntimeKind {
+        RuntimeKind::Docker
+    }
+
+    fn build(&self, sh: &Shell) -> anyhow::Result<()> {
+        let binaries = release::build_binaries(sh, &self.project)?;
+        for report in release::build_images(sh, &self.project, &binaries)? {
+            if report.rebuilt {
+                eprintln!(
+                    "built image {} ({})",
+                    report.image,
+                    release::megabytes(report.size_bytes)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn reserved_ports(&self, sh: &Shell) -> anyhow::Result<HashSet<u16>> {
+        docker::reserved_ports(sh)
+    }
+
+    fn has_members(&self, sh: &Shell, prefix: &str, _state: Option<&State>) -> bool {
+        docker::containers(sh, Some(prefix)).is_ok_and(|c| !c.is_empty())
+    }
+
+    fn prepare(&self, sh: &Shell, state: &State, _fresh: bool) -> anyhow::Result<Vec<String>> {
+        let mut made = Vec::new();
+        if ensure_network(sh, &state.prefix)? {
+            made.push(format!("network {}", docker::network_name(&state.prefix)));
+        }
+        if state.options.images.is_none() {
+            ensure_volume(sh, &state.prefix)?;
+        }
+        Ok(made)
+    }
+
+    fn statuses(&self, sh: &Shell, state: &State) -> anyhow::Result<Vec<MemberStatus>> {
+        let containers = docker::containers(sh, Some(&state.prefix))?;
+        Ok(state
+            .members
+            .iter()
+            .map(|m| {
+                containers
+                    .iter()
+                    .find(|c| c.index == m.index)
+                    .map_or(MemberStatus::Missing, status_of)
+            })
+            .collect())
+    }
+
+    fn outdated(&self, sh: &Shell, state: &State) -> Vec<String> {
+        let current = [
+            docker::image_id(sh, CANONICAL_IMAGE),
+            docker::image_id(sh, NODE_IMAGE),
+        ];
+        docker::containers(sh, Some(&state.prefix))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.is_running())
+            .filter(|c| Some(&c.image) != current[usize::from(c.index != 0)].as_ref())
+            .map(|c| c.name)
+            .collect()
+    }
+
+    fn start(&self, sh: &Shell, state: &mut State, index: u16) -> anyhow::Result<Started> {
+        let member = state.member_by_index(index)?.clone();
+        let existing = docker::containers(sh, Some(&state.prefix))?
+            .into_iter()
+            .find(|c| c.index == index);
+        let Some(container) = existing else {
+            run(sh, &self.project, state, &member)?;
+            return Ok(Started::Created);
+        };
+        let image = if member.is_canonical() {
+            CANONICAL_IMAGE
+        } else {
+            NODE_IMAGE
+        };
+        // A stopped container of an older image is replaced: nothing runs in it.
+        if docker::image_id(sh, image).is_some_and(|current| current != container.image) {
+            docker::run(sh, &["rm".into(), member.name.clone()])?;
+            run(sh, &self.project, state, &member)?;
+            return Ok(Started::Recreated);
+        }
+        docker::run(sh, &["start".into(), member.name.clone()])
+            .map_err(|error| explain_start_failure(&member, error))?;
+        Ok(Started::Started)
+    }
+
+    fn restart(&self, sh: &Shell, state: &mut State, index: u16) -> anyhow::Result<()> {
+        let member = state.member_by_index(index)?.clone();
+        let container = self.container(sh, state, index)?;
+        if status_of(&container) == MemberStatus::Paused {
+            docker::run(sh, &["unpause".into(), member.name.clone()])?;
+        }
+        docker::run(
+            sh,
+            &[
+                "restart".into(),
+                format!("--time={STOP_GRACE_SECONDS}"),
+                member.name.clone(),
+            ],
+        )
+        .map_err(|error| explain_start_failure(&member, error))?;
+        Ok(())
+    }
+
+    fn kill(&self, sh: &Shell, member: &MemberState) -> anyhow::Result<()> {
+        docker::run(sh, &["kill".into(), member.name.clone()]).map(drop)
+    }
+
+    fn pause(&self, sh: &Shell, member: &MemberState) -> anyhow::Result<()> {
+        docker::run(sh, &["pause".into(), member.name.clone()]).map(drop)
+    }
+
+    fn resume(&self, sh: &Shell, member: &MemberState) -> anyhow::Result<()> {
+        docker::run(sh, &["unpause".into(), member.name.clone()]).map(drop)
+    }
+
+    fn remove(
+        &self,
+        sh: &Shell,
+        prefix: &str,
+        _state: Option<&State>,
+        volumes: bool,
+    ) -> anyhow::Result<Vec<String>> {
+        let mut removed = Vec::new();
+        let names: Vec<String> = docker::containers(sh, Some(prefix))?
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        if !names.is_empty() {
+            let mut args = vec!["rm".into(), "--force".into(), "--volumes".into()];
+            args.extend(names.iter().cloned());
+            docker::run(sh, &args)?;
+            removed.push(format!("removed {} containers", names.len()));
+        }
+        let filter = format!("--filter=label={CLUSTER_LABEL}={prefix}");
+        let mut kinds = vec!["network"];
+        if volumes {
+            kinds.push("volume");
+        }
+        for kind in kinds {
+            let listed = docker::run(
+                sh,
+                &[kind.into(), "ls".into(), "--quiet".into(), filter.clone()],
+            )?;
+            let ids: Vec<String> = listed.split_whitespace().map(str::to_string).collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let mut args = vec![kind.to_string(), "rm".to_string()];
+            args.extend(ids);
+            docker::run(sh, &args)?;
+            removed.push(match kind {
+                "network" => format!("removed network {}", docker::network_name(prefix)),
+                _ => format!("removed volume {}", docker::volume_name(prefix)),
+            });
+        }
+        // Images replaced while these containers ran are unused now.
+        release::prune_images(sh);
+        Ok(removed)
+    }
+
+    fn logs(&self, member: &MemberState, follow: bool) -> Command {
+        let mut command = Command::new("docker");
+        command.arg("logs");
+        if follow {
+            command.arg("--follow");
+        }
+        command.arg(&member.name);
+        command
+    }
+
+    fn log_tail(&self, sh: &Shell, member: &MemberState, count: usize) -> String {
+        log_tail(sh, &member.name, count)
+    }
+
+    fn console(&self, member: &MemberState) -> Command {
+        use std::io::IsTerminal;
+        let mut command = Command::new("docker");
+        command.arg("exec").arg("--interactive");
+        // A terminal only when we have one: piped stdin (tests, scripts) works too.
+        if std::io::stdin().is_terminal() {
+            command.arg("--tty");
+        }
+        command
+            .arg(&member.name)
+            .args(["/flotilla-node", "console"]);
+        command
+    }
+
+    fn fault_targets(
+        &self,
+        sh: &Shell,
+        state: &State,
+        _command: &str,
+    ) -> anyhow::Result<Vec<FaultTarget>> {
+        Ok(docker::containers(sh, Some(&state.prefix))?
+            .into_iter()
+            .filter(|c| c.pid > 0)
+            .map(|c| FaultTarget {
+                index: c.index,
+                name: c.name,
+                pid: c.pid,
+                ip: c.ip,
+            })
+            .collect())
+    }
+
+    fn exit_time(&self, sh: &Shell, member: &MemberState) -> anyhow::Result<SystemTime> {
+        let finished = docker::run(
+            sh,
+            &[
+                "inspect".into(),
+                "--format={{.State.FinishedAt}}".into(),
+                member.name.clone(),
+            ],
+        )?;
+        parse_utc(&finished).with_context(|| {
+            format!("`{finished}` is not a time (FinishedAt of {})", member.name)
+        })
+    }
+}

@@ -1,0 +1,164 @@
+//! Where a cluster's members run, behind one trait: every command says once what it does,
+//! and each runtime says how (or, in one line, that it cannot).
+//!
+//! - [`DockerRuntime`]: hardened scratch containers on a Docker engine, found by label.
+//! - [`ProcessRuntime`]: the dev binaries as local processes on 127.0.0.1, tracked by pid.
+
+mod docker;
+mod process;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::process::Command;
+use std::time::SystemTime;
+
+use chaos::FaultTarget;
+use xshell::Shell;
+
+pub use self::docker::DockerRuntime;
+pub use self::process::ProcessRuntime;
+use crate::project::Project;
+use crate::state::{MemberState, RuntimeKind, State};
+
+/// What a member is doing, in the same words on every runtime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberStatus {
+    Running,
+    /// Frozen (cgroup freezer or SIGSTOP): keeps its state, answers nothing.
+    Paused,
+    /// Exists but does not run (killed, crashed, stopped); `exit_code` when known.
+    Stopped { exit_code: Option<i64> },
+    /// Nothing of it exists (never created, or removed).
+    Missing,
+}
+
+impl MemberStatus {
+    /// Running or paused: it has a process (and a network namespace) right now.
+    pub fn is_alive(self) -> bool {
+        matches!(self, MemberStatus::Running | MemberStatus::Paused)
+    }
+}
+
+impl fmt::Display for MemberStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MemberStatus::Running => "running",
+            MemberStatus::Paused => "paused",
+            MemberStatus::Stopped { .. } => "stopped",
+            MemberStatus::Missing => "missing",
+        })
+    }
+}
+
+/// How a member was brought up by [`Runtime::start`], for `up`'s closing line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Started {
+    Created,
+    Started,
+    /// A stopped container of an older image was replaced.
+    Recreated,
+}
+
+impl fmt::Display for Started {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Started::Created => "created",
+            Started::Started => "started",
+            Started::Recreated => "recreated",
+        })
+    }
+}
+
+/// One way of running a cluster's members.
+pub trait Runtime {
+    fn kind(&self) -> RuntimeKind;
+
+    /// Builds what is stale (binaries, images) before anything starts.
+    fn build(&self, sh: &Shell) -> anyhow::Result<()>;
+
+    /// Host ports that members of any cluster hold, running or not, so that a new cluster
+    /// picks others.
+    fn reserved_ports(&self, sh: &Shell) -> anyhow::Result<HashSet<u16>>;
+
+    /// Whether members of cluster `prefix` exist that `state` may not describe (e.g.
+    /// containers found by label).
+    fn has_members(&self, sh: &Shell, prefix: &str, state: Option<&State>) -> bool;
+
+    /// What exists around the members (a network, a volume, a logs folder), made before the
+    /// first start; `fresh` for a new cluster. Returns what it created, for `up`'s summary.
+    fn prepare(&self, sh: &Shell, state: &State, fresh: bool) -> anyhow::Result<Vec<String>>;
+
+    /// Every member's status, in `state.members` order.
+    fn statuses(&self, sh: &Shell, state: &State) -> anyhow::Result<Vec<MemberStatus>>;
+
+    /// Members that run but from an older build, to tell the user.
+    fn outdated(&self, _sh: &Shell, _state: &State) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Starts member `index`, which is stopped or missing; may record a pid in `state` (the
+    /// caller saves it).
+    fn start(&self, sh: &Shell, state: &mut State, index: u16) -> anyhow::Result<Started>;
+
+    /// Stops member `index` if it runs (gracefully, then by force) and starts it again on
+    /// the same ports; may record a pid in `state` (the caller saves it).
+    fn restart(&self, sh: &Shell, state: &mut State, index: u16) -> anyhow::Result<()>;
+
+    /// SIGKILL, as a crash would.
+    fn kill(&self, sh: &Shell, member: &MemberState) -> anyhow::Result<()>;
+
+    /// Freezes a running member.
+    fn pause(&self, sh: &Shell, member: &MemberState) -> anyhow::Result<()>;
+
+    /// Thaws a paused member.
+    fn resume(&self, sh: &Shell, member: &MemberState) -> anyhow::Result<()>;
+
+    /// Stops and removes every member of cluster `prefix` and what was made around them;
+    /// `volumes` also drops the canonical's sample images. Returns what it removed.
+    fn remove(
+        &self,
+        sh: &Shell,
+        prefix: &str,
+        state: Option<&State>,
+        volumes: bool,
+    ) -> anyhow::Result<Vec<String>>;
+
+    /// The command that prints `member`'s log (and keeps following it with `follow`).
+    fn logs(&self, member: &MemberState, follow: bool) -> Command;
+
+    /// The last `count` lines of `member`'s log, to show why it stopped.
+    fn log_tail(&self, sh: &Shell, member: &MemberState, count: usize) -> String;
+
+    /// The command that opens node `member`'s console, with the terminal inherited.
+    fn console(&self, member: &MemberState) -> Command;
+
+    /// The running members whose network namespaces faults can be made in; one line saying
+    /// why not when this runtime cannot (`command` names what asked).
+    fn fault_targets(
+        &self,
+        sh: &Shell,
+        state: &State,
+        command: &str,
+    ) -> anyhow::Result<Vec<FaultTarget>>;
+
+    /// When `member` last exited, as the runtime recorded it.
+    fn exit_time(&self, sh: &Shell, member: &MemberState) -> anyhow::Result<SystemTime>;
+}
+
+/// The runtime of `kind` for `project`.
+pub fn of(kind: RuntimeKind, project: &Project) -> Box<dyn Runtime> {
+    match kind {
+        RuntimeKind::Docker => Box::new(DockerRuntime::new(project.clone())),
+        RuntimeKind::Process => Box::new(ProcessRuntime::new(project.clone())),
+    }
+}
+
+/// The status of member `index` among `statuses` (as [`Runtime::statuses`] returns them).
+pub fn status_of(state: &State, statuses: &[MemberStatus], index: u16) -> MemberStatus {
+    state
+        .members
+        .iter()
+        .position(|m| m.index == index)
+        .and_then(|position| statuses.get(position).copied())
+        .unwrap_or(MemberStatus::Missing)
+}
