@@ -157,10 +157,12 @@ impl Cluster {
         &self.work
     }
 
+    /// Where the workspace and its target folder are.
     pub fn project(&self) -> &Project {
         &self.project
     }
 
+    /// A shell for docker and nsenter commands.
     pub fn shell(&self) -> &Shell {
         &self.sh
     }
