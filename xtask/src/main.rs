@@ -1,42 +1,17 @@
 //! `cargo xtask`: Flotilla's automation. Builds static binaries and scratch images, starts a
 //! cluster on Docker or as local processes, breaks it on purpose (kill, pause, partition) and
-//! runs every check CI runs. Each subcommand is a module under `commands/`.
+//! runs every check CI runs. Each subcommand is a thin module under `commands/` over the
+//! `lab` (clusters and runtimes) and `chaos` (faults) libraries.
 
-mod certs;
-mod client;
+mod cluster;
 mod commands;
-mod containers;
-mod docker;
-mod e2e;
-mod elf;
-mod launch;
-mod netem;
-mod netem_worker;
-mod ports;
-mod process;
-mod project;
-mod release;
-mod scrape;
-mod state;
 mod tally;
-mod tools;
 
 use std::fmt;
 use std::process::ExitCode;
 
 use clap::Parser;
-
-/// An error in what the user asked for (a bad argument or input): exit code 2.
-#[derive(Debug)]
-pub struct UsageError(pub String);
-
-impl fmt::Display for UsageError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
+use lab::UsageError;
 
 /// Ends xtask with this exit code and no message of its own: the program it ran (a console,
 /// the client, a test step) has already said what went wrong.

@@ -76,7 +76,10 @@ pub fn install(
     }
     let said = String::from_utf8_lossy(&output.stderr).trim().to_string();
     if !UNKNOWN_QDISC.iter().any(|words| said.contains(words)) {
-        anyhow::bail!("`tc qdisc replace … netem` failed in {}: {said}", target.name);
+        anyhow::bail!(
+            "`tc qdisc replace … netem` failed in {}: {said}",
+            target.name
+        );
     }
     eprintln!(
         "this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM is off); shaping with the NFQUEUE delayer instead"
@@ -94,7 +97,11 @@ pub fn install(
 }
 
 /// Removes the qdisc, the chain and the worker from `target`; true when one existed.
-pub fn remove(sh: &Shell, target: &FaultTarget, recorded: Option<&Shaping>) -> anyhow::Result<bool> {
+pub fn remove(
+    sh: &Shell,
+    target: &FaultTarget,
+    recorded: Option<&Shaping>,
+) -> anyhow::Result<bool> {
     let pid = target.pid.to_string();
     let mut removed = false;
     let qdiscs = cmd!(
@@ -260,4 +267,3 @@ pub fn stop_worker(pid: u32) -> bool {
         .status()
         .is_ok_and(|status| status.success())
 }
-

@@ -33,7 +33,9 @@ pub struct Cut {
 /// Why a cut cannot be made as asked: a usage error of whoever asked.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CutError {
-    #[error("--one-way takes exactly two groups, FROM and TO (e.g. `partition --one-way 1 2`), not {0}")]
+    #[error(
+        "--one-way takes exactly two groups, FROM and TO (e.g. `partition --one-way 1 2`), not {0}"
+    )]
     OneWayGroups(usize),
     #[error("there is no node {index}: the cluster has nodes 1 to {node_count}")]
     NoSuchNode { index: u16, node_count: u16 },

@@ -132,7 +132,6 @@ fn percent(ppm: u32) -> String {
     format!("{}%", f64::from(ppm) / PPM_PER_PERCENT)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Deserialize;
+use wire::status::StatusRow;
 use xshell::{cmd, Shell};
 
 use crate::project::Project;
@@ -16,14 +16,6 @@ use crate::project::Project;
 pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Pause between two pings while waiting.
 const READY_POLL: Duration = Duration::from_millis(250);
-
-/// One member's line of `client ping --json`.
-#[derive(Clone, Debug, Deserialize)]
-pub struct Reachability {
-    pub index: u16,
-    pub name: String,
-    pub reachable: bool,
-}
 
 /// The most recently built client binary (dev or static release build).
 pub fn binary(project: &Project) -> anyhow::Result<PathBuf> {
@@ -49,7 +41,7 @@ pub fn binary(project: &Project) -> anyhow::Result<PathBuf> {
 }
 
 /// Runs `client ping --json` once. A failed run (cluster not up yet) is an error.
-pub fn ping(sh: &Shell, client: &Path, cluster_dir: &Path) -> anyhow::Result<Vec<Reachability>> {
+pub fn ping(sh: &Shell, client: &Path, cluster_dir: &Path) -> anyhow::Result<Vec<StatusRow>> {
     let output = cmd!(sh, "{client} ping --json --cluster {cluster_dir}")
         .quiet()
         .ignore_status()

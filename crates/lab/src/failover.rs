@@ -79,6 +79,10 @@ pub fn measure(
     mut on_round: impl FnMut(u32, &Round),
 ) -> anyhow::Result<Report> {
     anyhow::ensure!(
+        runtime.records_exit_times(),
+        "`bench failover` times exits the engine records: start the cluster with `cargo xtask up N --runtime docker`"
+    );
+    anyhow::ensure!(
         state.node_count() >= 3,
         "a failover needs a majority without the leader: start at least 3 nodes (`cargo xtask up 5`)"
     );

@@ -161,10 +161,13 @@ fn nodes(targets: Vec<FaultTarget>) -> Vec<FaultTarget> {
 
 /// Builds the delayer binary (a no-op when it is fresh) and says where it and its logs are.
 fn delayer(sh: &Shell, project: &Project) -> anyhow::Result<Delayer> {
-    cmd!(sh, "cargo build --quiet -p flotilla-chaos --bin {DELAYER_BINARY}")
-        .quiet()
-        .run()
-        .context("building the NFQUEUE delayer (see cargo's errors above)")?;
+    cmd!(
+        sh,
+        "cargo build --quiet -p flotilla-chaos --bin {DELAYER_BINARY}"
+    )
+    .quiet()
+    .run()
+    .context("building the NFQUEUE delayer (see cargo's errors above)")?;
     Ok(Delayer {
         binary: project.target_dir.join("debug").join(DELAYER_BINARY),
         logs_dir: project.logs_dir(),

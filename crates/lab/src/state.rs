@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use wire::cluster::{ClusterFile, Member, CLUSTER_FILE};
 use wire::{NodeIndex, Role};
 
+use crate::UsageError;
 use chaos::partition::Cut;
 use chaos::shape::Shaping;
-use crate::UsageError;
 
 /// Name of xtask's own record inside the cluster folder.
 const STATE_FILE: &str = "state.json";

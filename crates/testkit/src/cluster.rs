@@ -20,6 +20,9 @@ use crate::ca::credentials;
 
 /// How long stopping one edge may take before the test goes on without waiting.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an election may take to settle in a test: it settles in about a second, and CI
+/// machines can be slow.
+pub const SETTLE: Duration = Duration::from_secs(20);
 
 /// Starts a custom origin's accept loop on an endpoint; type-erases the handler.
 type OriginStarter = Box<dyn FnOnce(quinn::Endpoint, CancellationToken) + Send>;
@@ -288,6 +291,36 @@ impl TestCluster {
                 .filter(|view| view.role == wire::ElectionRole::Leader)
                 .count()
                 == 1
+    }
+
+    /// Waits until every running edge agrees that `leader` leads; panics naming what each
+    /// edge sees when that does not happen within [`SETTLE`].
+    pub async fn wait_for_leader(&self, leader: u16) {
+        assert!(
+            crate::wait_until(SETTLE, || self.agreed_on(leader)).await,
+            "node {leader} never led: {:?}",
+            self.election_views()
+        );
+    }
+
+    /// Every running edge's (index, role, term, leader), for failure messages.
+    pub fn election_views(&self) -> Vec<(u16, wire::ElectionRole, u64, Option<u16>)> {
+        self.nodes
+            .values()
+            .map(|n| {
+                let s = n.running.node.status();
+                (s.index.0, s.role, s.term.0, s.leader.map(|l| l.0))
+            })
+            .collect()
+    }
+
+    /// How many GetImage requests the canonical has answered.
+    pub fn canonical_image_fetches(&self) -> f64 {
+        crate::prometheus::counter_with(
+            &self.canonical().registry.render(),
+            "flotilla_requests_total",
+            "kind=\"get_image\"",
+        )
     }
 
     /// The canonical's file for `id`.

@@ -1,30 +1,18 @@
 //! Election, origin shield and replication in an in-process cluster over real QUIC.
 
-use std::time::Duration;
-
-use testkit::{counter_with, wait_until, TestCluster};
+use testkit::cluster::SETTLE;
+use testkit::{wait_until, TestCluster};
 use wire::routing::{rank, Routing};
-use wire::{ElectionRole, ImageId, NodeIndex};
-
-/// Generous: the election settles in about a second; CI machines can be slow.
-const SETTLE: Duration = Duration::from_secs(20);
+use wire::{ImageId, NodeIndex};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_highest_node_leads_and_the_next_takes_over_in_a_higher_term() {
     let mut cluster = TestCluster::builder().nodes(5).start().await;
-    assert!(
-        wait_until(SETTLE, || cluster.agreed_on(5)).await,
-        "node 5 never led: {:?}",
-        statuses(&cluster)
-    );
+    cluster.wait_for_leader(5).await;
     let first_term = cluster.node(5).status().term;
 
     cluster.stop_node(5).await;
-    assert!(
-        wait_until(SETTLE, || cluster.agreed_on(4)).await,
-        "node 4 never took over: {:?}",
-        statuses(&cluster)
-    );
+    cluster.wait_for_leader(4).await;
     let second_term = cluster.node(4).status().term;
     assert!(
         second_term > first_term,
@@ -35,11 +23,7 @@ async fn the_highest_node_leads_and_the_next_takes_over_in_a_higher_term() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cold_fetch_lands_in_the_caches_its_routing_names() {
     let cluster = TestCluster::builder().nodes(5).start().await;
-    assert!(
-        wait_until(SETTLE, || cluster.agreed_on(5)).await,
-        "no leader: {:?}",
-        statuses(&cluster)
-    );
+    cluster.wait_for_leader(5).await;
     let client = cluster.client();
     client.connect_all().await.unwrap();
     let id = ImageId(321);
@@ -57,11 +41,7 @@ async fn a_cold_fetch_lands_in_the_caches_its_routing_names() {
         .await,
         "image {id} not on its routing targets {replicas:?}"
     );
-    let canonical_fetches = counter_with(
-        &cluster.canonical().registry.render(),
-        "flotilla_requests_total",
-        "kind=\"get_image\"",
-    );
+    let canonical_fetches = cluster.canonical_image_fetches();
     assert_eq!(
         canonical_fetches, 1.0,
         "the leader fetched from the canonical once"
@@ -76,11 +56,7 @@ async fn a_cold_fetch_lands_in_the_caches_its_routing_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_primary_lands_on_a_warm_replica() {
     let mut cluster = TestCluster::builder().nodes(5).start().await;
-    assert!(
-        wait_until(SETTLE, || cluster.agreed_on(5)).await,
-        "no leader: {:?}",
-        statuses(&cluster)
-    );
+    cluster.wait_for_leader(5).await;
     let client = cluster.client();
     client.connect_all().await.unwrap();
     // An id whose primary edge is not the leader, so stopping it keeps the election quiet.
@@ -113,11 +89,7 @@ async fn losing_the_primary_lands_on_a_warm_replica() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_images_stay_servable_while_the_leader_is_replaced() {
     let mut cluster = TestCluster::builder().nodes(5).start().await;
-    assert!(
-        wait_until(SETTLE, || cluster.agreed_on(5)).await,
-        "no leader: {:?}",
-        statuses(&cluster)
-    );
+    cluster.wait_for_leader(5).await;
     let client = std::sync::Arc::new(cluster.client());
     client.connect_all().await.unwrap();
     let ids: Vec<ImageId> = (1..=40).map(ImageId).collect();
@@ -145,20 +117,5 @@ async fn cached_images_stay_servable_while_the_leader_is_replaced() {
         failures.is_empty(),
         "requests failed during failover: {failures:?}"
     );
-    assert!(
-        wait_until(SETTLE, || cluster.agreed_on(4)).await,
-        "no new leader: {:?}",
-        statuses(&cluster)
-    );
-}
-
-fn statuses(cluster: &TestCluster) -> Vec<(u16, ElectionRole, u64, Option<u16>)> {
-    cluster
-        .nodes
-        .values()
-        .map(|n| {
-            let s = n.running.node.status();
-            (s.index.0, s.role, s.term.0, s.leader.map(|l| l.0))
-        })
-        .collect()
+    cluster.wait_for_leader(4).await;
 }

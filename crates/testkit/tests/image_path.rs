@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use client::ClientError;
-use testkit::{counter_with, TestCluster};
+use testkit::TestCluster;
 use wire::{CacheOutcome, ImageId};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,11 +71,7 @@ async fn a_hundred_concurrent_misses_make_one_canonical_fetch() {
     for request in requests {
         outcomes.push(request.await.unwrap().unwrap().outcome);
     }
-    let canonical_fetches = counter_with(
-        &cluster.canonical().registry.render(),
-        "flotilla_requests_total",
-        "kind=\"get_image\"",
-    );
+    let canonical_fetches = cluster.canonical_image_fetches();
     assert_eq!(
         canonical_fetches, 1.0,
         "one fetch from the canonical for 100 requests"

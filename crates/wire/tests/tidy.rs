@@ -128,3 +128,32 @@ fn wire_and_election_have_no_network_stack() {
         "IO in an IO-free crate: {offenders:?}"
     );
 }
+
+/// The cluster tooling drives the programs as processes or containers; it never links the
+/// network stack (so `cargo xtask` does not compile quinn, rustls or the metrics exporter).
+const TOOLING_CRATES: &[&str] = &["crates/lab", "crates/chaos", "crates/e2e", "xtask"];
+
+#[test]
+fn the_cluster_tooling_does_not_link_the_network_stack() {
+    let root = workspace_root();
+    let mut offenders = Vec::new();
+    for krate in TOOLING_CRATES {
+        let manifest = root.join(krate).join("Cargo.toml");
+        let Ok(text) = std::fs::read_to_string(&manifest) else {
+            continue;
+        };
+        let table: toml::Table = text.parse().expect("a valid Cargo.toml");
+        let Some(dependencies) = table.get("dependencies").and_then(|v| v.as_table()) else {
+            continue;
+        };
+        for name in dependencies.keys() {
+            if NETWORK_STACK.contains(&name.as_str()) || name.starts_with("metrics") {
+                offenders.push(format!("{krate} [dependencies] {name}"));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "the network stack in the cluster tooling: {offenders:?}"
+    );
+}

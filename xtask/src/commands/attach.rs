@@ -1,15 +1,11 @@
 //! `cargo xtask attach I`: the node binary's own console on node I's admin interface. A
 //! scratch image has no shell, so on Docker this is `docker exec` of `/flotilla-node console`.
 
-use std::io::IsTerminal;
-use std::process::Command;
-
+use lab::runtime::MemberStatus;
+use lab::state::Target;
 use xshell::Shell;
 
-use crate::docker;
-use crate::process::{self, Binaries, ProcessStatus};
-use crate::project::Project;
-use crate::state::{Runtime, State, Target};
+use crate::cluster::Cluster;
 use crate::Exit;
 
 /// Open node I's console (status, peers, leader, cache, get, ping, help).
@@ -21,52 +17,18 @@ pub struct Attach {
 
 impl Attach {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
-        let project = Project::locate()?;
-        let state = State::require(&project.cluster_dir)?;
-        let member = state.member(Target::Node(self.node))?;
-        let mut console = match state.runtime {
-            Runtime::Docker => {
-                let running = docker::containers(sh, Some(&state.prefix))?
-                    .iter()
-                    .any(|c| c.index == member.index && c.is_running());
-                if !running {
-                    anyhow::bail!(
-                        "{} is not running; start it with `cargo xtask restart {}`",
-                        member.label(),
-                        member.index
-                    );
-                }
-                let mut command = Command::new("docker");
-                command.arg("exec").arg("--interactive");
-                // A terminal only when we have one: piped stdin (tests, scripts) works too.
-                if std::io::stdin().is_terminal() {
-                    command.arg("--tty");
-                }
-                command
-                    .arg(&member.name)
-                    .args(["/flotilla-node", "console"]);
-                command
-            }
-            Runtime::Process => {
-                let binaries = Binaries::locate(&project);
-                if process::status(&binaries, member) == ProcessStatus::Gone {
-                    anyhow::bail!(
-                        "{} is not running; start it with `cargo xtask restart {}`",
-                        member.label(),
-                        member.index
-                    );
-                }
-                let mut command = Command::new(&binaries.node);
-                command
-                    .arg("console")
-                    .arg("--certs")
-                    .arg(project.member_certs(&member.role().stem()))
-                    .arg("--target")
-                    .arg(format!("127.0.0.1:{}", member.quic_port));
-                command
-            }
-        };
-        let status = console
+        let cluster = Cluster::open()?;
+        let member = cluster.member(Target::Node(self.node))?;
+        if cluster.status(sh, member.index)? != MemberStatus::Running {
+            anyhow::bail!(
+                "{} is not running; start it with `cargo xtask restart {}`",
+                member.label(),
+                member.index
+            );
+        }
+        let status = cluster
+            .runtime
+            .console(&member)
             .status()
             .map_err(|e| anyhow::anyhow!("starting the console: {e}"))?;
         match status.code() {

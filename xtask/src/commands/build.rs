@@ -3,9 +3,9 @@
 
 use xshell::Shell;
 
-use crate::docker;
-use crate::project::Project;
-use crate::release;
+use lab::docker;
+use lab::project::Project;
+use lab::release;
 
 /// Build static release binaries and the node and canonical images.
 #[derive(Debug, clap::Args)]

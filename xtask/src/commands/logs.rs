@@ -10,9 +10,9 @@ use std::process::{Command, Stdio};
 use anyhow::Context;
 use xshell::Shell;
 
-use crate::process;
-use crate::project::Project;
-use crate::state::{LogTarget, MemberState, Runtime, State};
+use lab::state::{LogTarget, MemberState};
+
+use crate::cluster::Cluster;
 
 /// Show the log of node I, of the canonical, or of all members.
 #[derive(Debug, clap::Args)]
@@ -29,13 +29,12 @@ pub struct Logs {
 
 impl Logs {
     pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
-        let project = Project::locate()?;
-        let state = State::require(&project.cluster_dir)?;
+        let cluster = Cluster::open()?;
         let members: Vec<&MemberState> = match self.target {
-            LogTarget::All => state.members.iter().collect(),
-            LogTarget::One(target) => vec![state.member(target)?],
+            LogTarget::All => cluster.state.members.iter().collect(),
+            LogTarget::One(target) => vec![cluster.state.member(target)?],
         };
-        let source = |member: &MemberState| self.source(&project, &state, member);
+        let source = |member: &MemberState| cluster.runtime.logs(member, self.follow);
         if let Some(dir) = &self.out {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             for member in &members {
@@ -71,30 +70,6 @@ impl Logs {
                 prefixed(vec![(label(member), source(member))])?;
             }
             Ok(())
-        }
-    }
-
-    /// The command that prints `member`'s log.
-    fn source(&self, project: &Project, state: &State, member: &MemberState) -> Command {
-        match state.runtime {
-            Runtime::Docker => {
-                let mut command = Command::new("docker");
-                command.arg("logs");
-                if self.follow {
-                    command.arg("--follow");
-                }
-                command.arg(&member.name);
-                command
-            }
-            Runtime::Process => {
-                let mut command = Command::new("tail");
-                command.args(["-n", "+1"]);
-                if self.follow {
-                    command.arg("-F");
-                }
-                command.arg(process::log_path(project, member));
-                command
-            }
         }
     }
 }

@@ -9,19 +9,16 @@ mod logs;
 mod netem;
 mod partition;
 mod pause;
-mod probe;
 mod restart;
 mod status;
 mod test;
 mod top;
 mod up;
 
-pub use probe::LISTENING;
-
 use clap::{Parser, Subcommand};
 use xshell::Shell;
 
-use crate::project::Project;
+use lab::project::Project;
 
 /// Flotilla's automation: build images, run and break clusters, run the checks.
 #[derive(Debug, Parser)]
@@ -45,10 +42,6 @@ enum Command {
     Partition(partition::Partition),
     Heal(partition::Heal),
     Netem(netem::Netem),
-    #[command(hide = true)]
-    NetemWorker(netem::NetemWorker),
-    #[command(hide = true)]
-    UdpProbe(probe::UdpProbe),
     Top(top::Top),
     Bench(bench::Bench),
     Build(build::Build),
@@ -72,8 +65,6 @@ impl Cli {
             Command::Partition(command) => command.run(sh),
             Command::Heal(command) => command.run(sh),
             Command::Netem(command) => command.run(sh),
-            Command::NetemWorker(command) => command.run(sh),
-            Command::UdpProbe(command) => command.run(sh),
             Command::Top(command) => command.run(sh),
             Command::Bench(command) => command.run(sh),
             Command::Build(command) => command.run(sh),

@@ -1,17 +1,16 @@
 //! `cargo xtask netem I --delay 100ms [--jitter 10ms] [--loss 1%]` and `netem I --clear`:
-//! delay and loss on everything member I sends (Docker runtime), and the hidden
-//! `netem-worker` that does it on kernels without the netem qdisc. How: `netem.rs`.
+//! delay and loss on everything member I sends (Docker runtime). How: `chaos::netem`.
 
 use std::time::Duration;
 
 use clap::ArgGroup;
 use xshell::Shell;
 
-use super::kill::target_word;
-use crate::netem::{self, Shape};
-use crate::netem_worker;
-use crate::project::Project;
-use crate::state::{State, Target};
+use chaos::shape::{self, Shape};
+use lab::faults;
+use lab::state::Target;
+
+use crate::cluster::{target_word, Cluster};
 
 /// Delay or drop what node I (or `canonical`) sends, with tc netem in its network namespace
 /// (Docker runtime); `--clear` undoes it.
@@ -21,13 +20,13 @@ pub struct Netem {
     /// Node index, or `canonical`.
     target: Target,
     /// Delay every packet it sends by this much, e.g. 100ms or 1s.
-    #[arg(long, value_name = "DURATION", value_parser = netem::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = shape::parse_duration)]
     delay: Option<Duration>,
     /// Vary the delay by up to this much either way, e.g. 10ms.
-    #[arg(long, value_name = "DURATION", requires = "delay", value_parser = netem::parse_duration)]
+    #[arg(long, value_name = "DURATION", requires = "delay", value_parser = shape::parse_duration)]
     jitter: Option<Duration>,
     /// Drop this share of the packets it sends, e.g. 1% or 0.5%.
-    #[arg(long, value_name = "PERCENT", value_parser = netem::parse_loss)]
+    #[arg(long, value_name = "PERCENT", value_parser = shape::parse_loss)]
     loss: Option<u32>,
     /// Remove the delay and loss.
     #[arg(long, conflicts_with_all = ["delay", "jitter", "loss"])]
@@ -36,14 +35,13 @@ pub struct Netem {
 
 impl Netem {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
-        let project = Project::locate()?;
-        let mut state = State::require(&project.cluster_dir)?;
-        state.require_docker("netem")?;
-        let member = state.member(self.target)?.clone();
+        let mut cluster = Cluster::open()?;
+        let member = cluster.member(self.target)?;
         let word = target_word(self.target);
         if self.clear {
-            let removed = netem::clear(sh, &mut state, member.index)?;
-            state.save(&project.cluster_dir)?;
+            let runtime = cluster.runtime.as_ref();
+            let removed = faults::unshape(sh, runtime, &mut cluster.state, member.index)?;
+            cluster.save()?;
             match removed {
                 true => println!("cleared netem on {}", member.label()),
                 false => println!("{} had no netem; nothing to clear", member.label()),
@@ -58,9 +56,14 @@ impl Netem {
             jitter_us: micros(self.jitter),
             loss_ppm: self.loss.unwrap_or(0),
         };
-        let made = netem::install(sh, &project, &mut state, member.index, shape);
+        let Cluster {
+            project,
+            state,
+            runtime,
+        } = &mut cluster;
+        let made = faults::shape(sh, project, runtime.as_ref(), state, member.index, shape);
         // Saved either way: a failure may have removed an earlier shape.
-        state.save(&project.cluster_dir)?;
+        cluster.save()?;
         let made = made?;
         println!(
             "{}: {} on everything it sends ({}); undo with `cargo xtask netem {word} --clear`",
@@ -69,31 +72,6 @@ impl Netem {
             made.mechanism()
         );
         Ok(())
-    }
-}
-
-/// Internal: the NFQUEUE delayer `netem` starts inside a container's network namespace.
-#[derive(Debug, clap::Args)]
-pub struct NetemWorker {
-    #[arg(long)]
-    delay_us: u64,
-    #[arg(long, default_value_t = 0)]
-    jitter_us: u64,
-    #[arg(long, default_value_t = 0)]
-    loss_ppm: u32,
-    /// Host pid of the container's PID 1; the worker exits when it is gone.
-    #[arg(long)]
-    container_pid: u32,
-}
-
-impl NetemWorker {
-    pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
-        let shape = Shape {
-            delay_us: self.delay_us,
-            jitter_us: self.jitter_us,
-            loss_ppm: self.loss_ppm,
-        };
-        netem_worker::run(shape, self.container_pid)
     }
 }
 

@@ -1,12 +1,11 @@
 //! `cargo xtask pause I` and `resume I`: freeze a member (cgroup freezer on Docker, SIGSTOP
 //! for a process) so that it stops answering without losing state, then thaw it.
 
+use lab::runtime::MemberStatus;
+use lab::state::Target;
 use xshell::Shell;
 
-use crate::docker;
-use crate::process::{self, Binaries, ProcessStatus};
-use crate::project::Project;
-use crate::state::{Runtime, State, Target};
+use crate::cluster::Cluster;
 
 /// Freeze node I (or `canonical`): it stops answering but keeps its state.
 #[derive(Debug, clap::Args)]
@@ -24,50 +23,26 @@ pub struct Resume {
 
 impl Pause {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
-        freeze(sh, self.target, true)
+        let cluster = Cluster::open()?;
+        let member = cluster.member(self.target)?;
+        if cluster.status(sh, member.index)? != MemberStatus::Running {
+            anyhow::bail!("{} is not running", member.label());
+        }
+        cluster.runtime.pause(sh, &member)?;
+        println!("paused {}", member.label());
+        Ok(())
     }
 }
 
 impl Resume {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
-        freeze(sh, self.target, false)
-    }
-}
-
-fn freeze(sh: &Shell, target: Target, pause: bool) -> anyhow::Result<()> {
-    let project = Project::locate()?;
-    let state = State::require(&project.cluster_dir)?;
-    let member = state.member(target)?;
-    let (from, verb) = if pause {
-        ("running", "paused")
-    } else {
-        ("paused", "resumed")
-    };
-    let wrong_state = || anyhow::anyhow!("{} is not {from}", member.label());
-    match state.runtime {
-        Runtime::Docker => {
-            let matches = docker::containers(sh, Some(&state.prefix))?
-                .iter()
-                .any(|c| c.index == member.index && c.status == from);
-            if !matches {
-                return Err(wrong_state());
-            }
-            let command = if pause { "pause" } else { "unpause" };
-            docker::run(sh, &[command.into(), member.name.clone()])?;
+        let cluster = Cluster::open()?;
+        let member = cluster.member(self.target)?;
+        if cluster.status(sh, member.index)? != MemberStatus::Paused {
+            anyhow::bail!("{} is not paused", member.label());
         }
-        Runtime::Process => {
-            let binaries = Binaries::locate(&project);
-            let expected = if pause {
-                ProcessStatus::Running
-            } else {
-                ProcessStatus::Paused
-            };
-            if process::status(&binaries, member) != expected {
-                return Err(wrong_state());
-            }
-            process::signal(sh, member, if pause { "STOP" } else { "CONT" })?;
-        }
+        cluster.runtime.resume(sh, &member)?;
+        println!("resumed {}", member.label());
+        Ok(())
     }
-    println!("{verb} {}", member.label());
-    Ok(())
 }

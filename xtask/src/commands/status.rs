@@ -1,16 +1,13 @@
-//! `cargo xtask status`: what runs (containers or processes), then the client's view of every
-//! node (role, term, leader, cache).
+//! `cargo xtask status`: what runs (containers or processes), the faults in force, then the
+//! client's view of every node (role, term, leader, cache).
 
 use std::process::Command;
 
+use lab::client;
+use lab::state::member_name;
 use xshell::Shell;
 
-use super::partition;
-use crate::client;
-use crate::docker;
-use crate::process::{self, Binaries, ProcessStatus};
-use crate::project::Project;
-use crate::state::{member_name, Runtime, State};
+use crate::cluster::Cluster;
 use crate::Exit;
 
 /// Show the cluster's containers or processes and every node's status.
@@ -19,8 +16,9 @@ pub struct Status {}
 
 impl Status {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
-        let project = Project::locate()?;
-        let state = State::require(&project.cluster_dir)?;
+        let cluster = Cluster::open()?;
+        let state = &cluster.state;
+        let statuses = cluster.runtime.statuses(sh, state)?;
         let width = state
             .members
             .iter()
@@ -32,51 +30,26 @@ impl Status {
             "  {:<width$}  {:<8}  {:<15}  metrics",
             "name", "state", "QUIC (udp)"
         );
-        let states: Vec<String> = match state.runtime {
-            Runtime::Docker => {
-                let containers = docker::containers(sh, Some(&state.prefix))?;
-                state
-                    .members
-                    .iter()
-                    .map(|m| {
-                        containers
-                            .iter()
-                            .find(|c| c.index == m.index)
-                            .map_or_else(|| "missing".to_string(), |c| c.status.clone())
-                    })
-                    .collect()
-            }
-            Runtime::Process => {
-                let binaries = Binaries::locate(&project);
-                state
-                    .members
-                    .iter()
-                    .map(|m| match process::status(&binaries, m) {
-                        ProcessStatus::Running => "running",
-                        ProcessStatus::Paused => "paused",
-                        ProcessStatus::Gone => "stopped",
-                    })
-                    .map(str::to_string)
-                    .collect()
-            }
-        };
         let file = state.cluster_file();
         let described = std::iter::once(&file.canonical).chain(&file.nodes);
-        for (member, status) in described.zip(&states) {
+        for (member, status) in described.zip(&statuses) {
             println!(
                 "  {:<width$}  {:<8}  {:<15}  {}",
-                member.name, status, member.quic, member.metrics
+                member.name,
+                status.to_string(),
+                member.quic,
+                member.metrics
             );
         }
-        if let Some(groups) = &state.partition {
+        if let Some(cut) = state.cut() {
             println!(
                 "{}: {} (undo with `cargo xtask heal`)",
-                if state.partition_one_way {
+                if cut.one_way {
                     "cut one way"
                 } else {
                     "partitioned"
                 },
-                partition::describe(groups, state.partition_one_way)
+                cut.describe()
             );
         }
         for (index, shaping) in &state.netem {
@@ -93,11 +66,11 @@ impl Status {
             );
         }
         println!();
-        let client = client::binary(&project)?;
+        let client = client::binary(&cluster.project)?;
         let status = Command::new(&client)
             .arg("status")
             .arg("--cluster")
-            .arg(&project.cluster_dir)
+            .arg(&cluster.project.cluster_dir)
             .status()
             .map_err(|e| anyhow::anyhow!("running {}: {e}", client.display()))?;
         match status.code() {

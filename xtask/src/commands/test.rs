@@ -1,14 +1,16 @@
 //! `cargo xtask test`: what CI runs. Format check, clippy with warnings denied, the workspace
-//! tests, then the Docker end-to-end suite when an engine answers (and a loud banner when it
-//! does not). Ends with `N passed, N failed`; any failure makes the exit code 1.
+//! tests, then the Docker end-to-end suite (`crates/e2e`, ordinary tests behind the
+//! `FLOTILLA_E2E=1` switch) when an engine answers, and a loud banner when it does not. Ends
+//! with `N passed, N failed` over those steps; any failure makes the exit code 1.
 
+use lab::docker;
 use xshell::{cmd, Shell};
 
-use crate::docker;
-use crate::e2e;
-use crate::project::Project;
 use crate::tally::Tally;
 use crate::Exit;
+
+/// The switch that lets the end-to-end tests run (they skip without it).
+const E2E_SWITCH: &str = "FLOTILLA_E2E";
 
 /// Run every check: fmt, clippy, tests, and the Docker end-to-end suite.
 #[derive(Debug, clap::Args)]
@@ -23,7 +25,6 @@ pub struct Test {
 
 impl Test {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
-        let project = Project::locate()?;
         let mut tally = Tally::default();
         if !self.e2e_only {
             tally.step("cargo fmt --all -- --check", || {
@@ -34,7 +35,10 @@ impl Test {
                 || Ok(cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings").run()?),
             );
             tally.step("cargo test --workspace", || {
-                Ok(cmd!(sh, "cargo test --workspace").run()?)
+                // The end-to-end tests skip here; they run in their own step below.
+                Ok(cmd!(sh, "cargo test --workspace")
+                    .env_remove(E2E_SWITCH)
+                    .run()?)
             });
         }
         let skipped = if self.no_e2e {
@@ -42,7 +46,15 @@ impl Test {
         } else {
             match docker::engine(sh) {
                 Ok(_) => {
-                    e2e::run(sh, &project, &mut tally);
+                    // One test at a time: each starts its own cluster of containers.
+                    tally.step(
+                        "FLOTILLA_E2E=1 cargo test -p flotilla-e2e -- --test-threads=1",
+                        || {
+                            Ok(cmd!(sh, "cargo test -p flotilla-e2e -- --test-threads=1")
+                                .env(E2E_SWITCH, "1")
+                                .run()?)
+                        },
+                    );
                     None
                 }
                 Err(reason) => Some(format!("no Docker engine answered ({reason})")),

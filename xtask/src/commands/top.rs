@@ -2,17 +2,15 @@
 //! term, cache hit ratio, image requests per second, and the peer round-trip-time matrix.
 //! It polls `client status --json`, so it shows exactly what the client sees.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use serde::Deserialize;
 use xshell::{cmd, Shell};
 
-use crate::client;
-use crate::project::Project;
+use lab::client;
+use lab::project::Project;
 
 /// Shortest refresh interval: `client status` itself takes a few milliseconds per node.
 const MIN_INTERVAL_SECONDS: f64 = 0.1;
@@ -20,26 +18,11 @@ const MIN_INTERVAL_SECONDS: f64 = 0.1;
 const MAX_INTERVAL_SECONDS: f64 = 3600.0;
 
 /// One node's row of `client status --json`.
-#[derive(Debug, Deserialize)]
-struct Row {
-    index: u16,
-    name: String,
-    reachable: bool,
-    role: Option<String>,
-    term: Option<u64>,
-    leader: Option<u16>,
-    cache_items: Option<u64>,
-    cache_hits: Option<u64>,
-    cache_misses: Option<u64>,
-    rtt_ms: Option<f64>,
-    peer_rtt_ms: Option<BTreeMap<String, f64>>,
-}
+type Row = wire::status::StatusRow;
 
-impl Row {
-    /// Image requests answered so far (hits and misses).
-    fn requests(&self) -> u64 {
-        self.cache_hits.unwrap_or(0) + self.cache_misses.unwrap_or(0)
-    }
+/// Image requests a node answered so far (hits and misses).
+fn requests(row: &Row) -> u64 {
+    row.cache_hits.unwrap_or(0) + row.cache_misses.unwrap_or(0)
 }
 
 /// One poll of the cluster.
@@ -165,7 +148,7 @@ fn render(prefix: &str, sample: &Sample, previous: Option<&Sample>) -> String {
         "index", "name", "state", "role", "term", "leader", "images", "hit %", "req/s", "rtt ms"
     );
     for row in rows {
-        let ratio = match row.requests() {
+        let ratio = match requests(row) {
             0 => dash(),
             total => format!(
                 "{:.1}",
@@ -176,7 +159,7 @@ fn render(prefix: &str, sample: &Sample, previous: Option<&Sample>) -> String {
         let rate = match (previous, before) {
             (Some(previous), Some(before)) if row.reachable && before.reachable => {
                 let seconds = sample.at.duration_since(previous.at).as_secs_f64();
-                let count = row.requests().saturating_sub(before.requests());
+                let count = requests(row).saturating_sub(requests(before));
                 if seconds > 0.0 {
                     format!("{:.1}", count as f64 / seconds)
                 } else {
@@ -246,6 +229,7 @@ mod tests {
             cache_misses: Some(10),
             rtt_ms: Some(1.5),
             peer_rtt_ms: Some([("0".to_string(), 0.25), ("2".to_string(), 0.5)].into()),
+            ..Row::default()
         }
     }
 

@@ -2,22 +2,15 @@
 //! edges (on Docker, or as local processes), wait until every member answers, print the table.
 //! Running it again on a running cluster starts only what is missing.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use lab::project::{existing_dir, parse_prefix, Project};
+use lab::runtime::{self, MemberStatus, Runtime};
+use lab::state::{member_name, MemberState, Options, RuntimeKind, State};
+use lab::{certs, client, docker, faults, ports};
 use xshell::Shell;
-
-use super::partition;
-use crate::certs;
-use crate::client;
-use crate::containers;
-use crate::docker;
-use crate::netem;
-use crate::ports;
-use crate::process::{self, Binaries, ProcessStatus};
-use crate::project::{existing_dir, parse_prefix, Project};
-use crate::release;
-use crate::state::{member_name, MemberState, Options, Runtime, State};
 
 /// Most edges a cluster may have.
 const MAX_NODES: i64 = 64;
@@ -30,7 +23,7 @@ pub struct Up {
     nodes: u16,
     /// Where to run; docker when an engine answers, else process.
     #[arg(long, value_enum)]
-    runtime: Option<Runtime>,
+    runtime: Option<RuntimeKind>,
     /// Name prefix of containers, network and volume [default: the repository folder's name].
     #[arg(long = "name", value_name = "PREFIX", value_parser = parse_prefix)]
     prefix: Option<String>,
@@ -45,15 +38,6 @@ pub struct Up {
     replicas: Option<u16>,
 }
 
-/// What `up` did, for its closing message.
-struct Outcome {
-    state: State,
-    /// When the first member was started (after building).
-    launched: Instant,
-    /// One phrase per member started, e.g. "created main_node_3".
-    actions: Vec<String>,
-}
-
 impl Up {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
         let started = Instant::now();
@@ -64,9 +48,12 @@ impl Up {
             .clone()
             .or_else(|| existing.as_ref().map(|state| state.prefix.clone()))
             .unwrap_or_else(|| project.default_prefix());
+        let is_alive = |state: &State| {
+            runtime::of(state.runtime, &project).has_members(sh, &state.prefix, Some(state))
+        };
         let other_cluster = existing
             .as_ref()
-            .filter(|state| state.prefix != prefix && is_alive(sh, &project, state));
+            .filter(|state| state.prefix != prefix && is_alive(state));
         if let Some(existing) = other_cluster {
             anyhow::bail!(
                 "{} already describes cluster `{}`; run `cargo xtask down` first (or set FLOTILLA_CLUSTER to another folder for a second cluster)",
@@ -83,27 +70,51 @@ impl Up {
             cache_mb: self.cache_mb,
             replicas: self.replicas,
         };
-        let live = existing.filter(|state| state.prefix == prefix && is_alive(sh, &project, state));
-        let runtime = self.choose_runtime(sh, live.as_ref())?;
+        let live = existing.filter(|state| state.prefix == prefix && is_alive(state));
+        let kind = self.choose_runtime(sh, live.as_ref())?;
         // Before any build: a wrong size or option is known at once.
         if let Some(live) = &live {
             self.check_shape(live, &options)?;
         }
-        let outcome = match runtime {
-            Runtime::Docker => self.docker(sh, &project, prefix, options, live)?,
-            Runtime::Process => self.process(sh, &project, prefix, options, live)?,
+        let runtime = runtime::of(kind, &project);
+        runtime.build(sh)?;
+        if live.is_none() && runtime.has_members(sh, &prefix, None) {
+            anyhow::bail!(
+                "members of cluster `{prefix}` exist but {} does not describe them; remove them with `cargo xtask down --name {prefix}`",
+                project.cluster_dir.display()
+            );
+        }
+        let fresh = live.is_none();
+        let mut state = match live {
+            Some(live) => live,
+            None => self.plan(prefix, kind, options, &runtime.reserved_ports(sh)?)?,
         };
-        let state = outcome.state;
-        let client = match runtime {
-            Runtime::Process => Binaries::locate(&project).client,
-            Runtime::Docker => client::binary(&project)?,
-        };
+        let ca = certs::ensure_ca(&project)?;
+        let roles: Vec<_> = state.members.iter().map(MemberState::role).collect();
+        certs::ensure_credentials(&project, &ca, &roles)?;
+        // Saved before anything starts, so that `down` finds whatever a failure leaves.
+        state.save(&project.cluster_dir)?;
+        let launched = Instant::now();
+        let mut actions = runtime.prepare(sh, &state, fresh)?;
+        let started_members =
+            start_missing(sh, runtime.as_ref(), &project, &mut state, &mut actions)?;
+        let outdated = runtime.outdated(sh, &state);
+        if !outdated.is_empty() {
+            eprintln!(
+                "note: {} run an older image; `cargo xtask down` and `up` again to replace them",
+                outdated.join(", ")
+            );
+        }
+        // Started members came up in fresh network namespaces.
+        faults::restore(sh, &project, runtime.as_ref(), &mut state, &started_members)?;
+        state.save(&project.cluster_dir)?;
+        let client = client::binary(&project)?;
         let all: Vec<u16> = state.members.iter().map(|m| m.index).collect();
         client::wait_until_answering(sh, &client, &project.cluster_dir, &all, || {
-            first_stopped(sh, &project, &state, &all)
+            runtime::first_stopped(sh, runtime.as_ref(), &state, &all)
         })?;
-        let ready_in = outcome.launched.elapsed();
-        if outcome.actions.is_empty() {
+        let ready_in = launched.elapsed();
+        if actions.is_empty() {
             println!(
                 "cluster `{}` already running with {} ({}); nothing to do",
                 state.prefix,
@@ -118,7 +129,7 @@ impl Up {
             state.prefix,
             nodes(state.node_count()),
             state.runtime,
-            outcome.actions.join(", "),
+            actions.join(", "),
             ready_in.as_secs_f64(),
             started.elapsed().as_secs_f64()
         );
@@ -127,7 +138,7 @@ impl Up {
         Ok(())
     }
 
-    fn choose_runtime(&self, sh: &Shell, live: Option<&State>) -> anyhow::Result<Runtime> {
+    fn choose_runtime(&self, sh: &Shell, live: Option<&State>) -> anyhow::Result<RuntimeKind> {
         if let Some(live) = live {
             if self.runtime.is_some_and(|wanted| wanted != live.runtime) {
                 anyhow::bail!(
@@ -139,16 +150,16 @@ impl Up {
             return Ok(live.runtime);
         }
         match (self.runtime, docker::engine(sh)) {
-            (Some(Runtime::Process), _) => Ok(Runtime::Process),
-            (_, Ok(_)) => Ok(Runtime::Docker),
-            (Some(Runtime::Docker), Err(reason)) => anyhow::bail!(
+            (Some(RuntimeKind::Process), _) => Ok(RuntimeKind::Process),
+            (_, Ok(_)) => Ok(RuntimeKind::Docker),
+            (Some(RuntimeKind::Docker), Err(reason)) => anyhow::bail!(
                 "no Docker engine answered ({reason}); start Docker or use `--runtime process`"
             ),
             (None, Err(reason)) => {
                 eprintln!(
                     "no Docker engine answered ({reason}); running the cluster as local processes"
                 );
-                Ok(Runtime::Process)
+                Ok(RuntimeKind::Process)
             }
         }
     }
@@ -183,20 +194,14 @@ impl Up {
         Ok(())
     }
 
-    /// The state to complete: the live one when its shape matches what was asked, else a
-    /// fresh one on free ports.
+    /// A new cluster's state, on free ports.
     fn plan(
         &self,
         prefix: String,
-        runtime: Runtime,
+        runtime: RuntimeKind,
         options: Options,
-        live: Option<State>,
-        reserved: &std::collections::HashSet<u16>,
+        reserved: &HashSet<u16>,
     ) -> anyhow::Result<State> {
-        if let Some(live) = live {
-            self.check_shape(&live, &options)?;
-            return Ok(live);
-        }
         let count = usize::from(self.nodes) + 1;
         let ports = ports::allocate(count, reserved)?;
         let members = ports
@@ -220,212 +225,38 @@ impl Up {
             netem: Default::default(),
         })
     }
-
-    fn docker(
-        &self,
-        sh: &Shell,
-        project: &Project,
-        prefix: String,
-        options: Options,
-        live: Option<State>,
-    ) -> anyhow::Result<Outcome> {
-        let binaries = release::build_binaries(sh, project)?;
-        for report in release::build_images(sh, project, &binaries)? {
-            if report.rebuilt {
-                eprintln!(
-                    "built image {} ({})",
-                    report.image,
-                    release::megabytes(report.size_bytes)
-                );
-            }
-        }
-        let existing = docker::containers(sh, Some(&prefix))?;
-        let live = match (live, existing.is_empty()) {
-            (live @ Some(_), _) => live,
-            (None, true) => None,
-            (None, false) => anyhow::bail!(
-                "containers of cluster `{prefix}` exist but {} does not describe them; remove them with `cargo xtask down --name {prefix}`",
-                project.cluster_dir.display()
-            ),
-        };
-        let reserved = docker::reserved_ports(sh)?;
-        let mut state = self.plan(prefix, Runtime::Docker, options, live, &reserved)?;
-        let ca = certs::ensure_ca(project)?;
-        let roles: Vec<_> = state.members.iter().map(MemberState::role).collect();
-        certs::ensure_credentials(project, &ca, &roles)?;
-        // Saved before anything starts, so that `down` finds whatever a failure leaves.
-        state.save(&project.cluster_dir)?;
-        let launched = Instant::now();
-        let mut actions = Vec::new();
-        if containers::ensure_network(sh, &state.prefix)? {
-            actions.push(format!("network {}", docker::network_name(&state.prefix)));
-        }
-        if state.options.images.is_none() {
-            containers::ensure_volume(sh, &state.prefix)?;
-        }
-        let current_images = [
-            docker::image_id(sh, docker::CANONICAL_IMAGE),
-            docker::image_id(sh, docker::NODE_IMAGE),
-        ];
-        let mut outdated = Vec::new();
-        // Members whose containers started in fresh network namespaces.
-        let mut started = Vec::new();
-        for member in &state.members {
-            let container = existing.iter().find(|c| c.index == member.index);
-            let current = &current_images[usize::from(!member.is_canonical())];
-            let outdated_image = container.is_some_and(|c| Some(&c.image) != current.as_ref());
-            let verb = match container.map(|c| c.status.as_str()) {
-                None => {
-                    containers::run(sh, project, &state, member)?;
-                    "created"
-                }
-                Some("running") => {
-                    if outdated_image {
-                        outdated.push(member.name.clone());
-                    }
-                    continue;
-                }
-                Some("paused") => {
-                    docker::run(sh, &["unpause".into(), member.name.clone()])?;
-                    "resumed"
-                }
-                // A stopped container of an older image is replaced: nothing runs in it.
-                Some(_) if outdated_image => {
-                    docker::run(sh, &["rm".into(), member.name.clone()])?;
-                    containers::run(sh, project, &state, member)?;
-                    "recreated"
-                }
-                Some(_) => {
-                    docker::run(sh, &["start".into(), member.name.clone()])
-                        .map_err(|error| containers::explain_start_failure(member, error))?;
-                    "started"
-                }
-            };
-            actions.push(format!("{verb} {}", member.name));
-            started.push(member.index);
-        }
-        if !outdated.is_empty() {
-            eprintln!(
-                "note: {} run an older image; `cargo xtask down` and `up` again to replace them",
-                outdated.join(", ")
-            );
-        }
-        if state.partition.is_some() && !actions.is_empty() {
-            // Started containers come up in fresh network namespaces.
-            partition::apply(sh, &state)?;
-        }
-        if !started.is_empty() && !state.netem.is_empty() {
-            netem::reapply(sh, project, &mut state, &started)?;
-            state.save(&project.cluster_dir)?;
-        }
-        Ok(Outcome {
-            state,
-            launched,
-            actions,
-        })
-    }
-
-    fn process(
-        &self,
-        sh: &Shell,
-        project: &Project,
-        prefix: String,
-        options: Options,
-        live: Option<State>,
-    ) -> anyhow::Result<Outcome> {
-        process::build(sh)?;
-        let binaries = Binaries::locate(project);
-        let fresh = live.is_none();
-        let mut state = self.plan(prefix, Runtime::Process, options, live, &Default::default())?;
-        if fresh {
-            // A new cluster starts with new logs; restarts of a running one append.
-            let _ = std::fs::remove_dir_all(project.logs_dir());
-        }
-        let ca = certs::ensure_ca(project)?;
-        let roles: Vec<_> = state.members.iter().map(MemberState::role).collect();
-        certs::ensure_credentials(project, &ca, &roles)?;
-        let launched = Instant::now();
-        let mut actions = Vec::new();
-        for position in 0..state.members.len() {
-            let member = &state.members[position];
-            match process::status(&binaries, member) {
-                ProcessStatus::Running => continue,
-                ProcessStatus::Paused => {
-                    process::signal(sh, member, "CONT")?;
-                    actions.push(format!("resumed {}", member.name));
-                }
-                ProcessStatus::Gone => {
-                    let pid = process::spawn(project, &binaries, &state, member)?;
-                    actions.push(format!("started {}", member.name));
-                    state.members[position].pid = Some(pid);
-                    // Saved after every start, so that `down` stops whatever a failure leaves.
-                    state.save(&project.cluster_dir)?;
-                }
-            }
-        }
-        state.save(&project.cluster_dir)?;
-        Ok(Outcome {
-            state,
-            launched,
-            actions,
-        })
-    }
 }
 
-/// Whether anything of `state`'s cluster still exists (a container, a live process).
-fn is_alive(sh: &Shell, project: &Project, state: &State) -> bool {
-    match state.runtime {
-        Runtime::Docker => docker::containers(sh, Some(&state.prefix)).is_ok_and(|c| !c.is_empty()),
-        Runtime::Process => {
-            let binaries = Binaries::locate(project);
-            state
-                .members
-                .iter()
-                .any(|m| process::status(&binaries, m) != ProcessStatus::Gone)
-        }
-    }
-}
-
-/// Fails, showing its last log lines, when one of the `watched` members stopped while we
-/// wait for it.
-pub fn first_stopped(
+/// Starts (or thaws) every member that does not run, saving the state after each start so
+/// that `down` stops whatever a failure leaves; returns the members that started in fresh
+/// network namespaces and adds a phrase per member to `actions` ("created main_node_3").
+fn start_missing(
     sh: &Shell,
+    runtime: &dyn Runtime,
     project: &Project,
-    state: &State,
-    watched: &[u16],
-) -> anyhow::Result<()> {
-    /// Log lines shown for a member that stopped.
-    const TAIL_LINES: usize = 15;
-    let stopped = match state.runtime {
-        Runtime::Docker => docker::containers(sh, Some(&state.prefix))?
-            .into_iter()
-            .find(|c| watched.contains(&c.index) && !c.is_running() && c.status != "paused")
-            .map(|c| {
-                let tail = containers::log_tail(sh, &c.name, TAIL_LINES);
-                (c.name, format!("exit code {}", c.exit_code), tail)
-            }),
-        Runtime::Process => {
-            let binaries = Binaries::locate(project);
-            state
-                .members
-                .iter()
-                .filter(|m| watched.contains(&m.index))
-                .find(|m| process::status(&binaries, m) == ProcessStatus::Gone)
-                .map(|m| {
-                    let tail = process::log_tail(project, m, TAIL_LINES);
-                    (m.name.clone(), "it exited".to_string(), tail)
-                })
-        }
-    };
-    match stopped {
-        None => Ok(()),
-        Some((name, how, tail)) => {
-            if !tail.is_empty() {
-                eprintln!("last lines of {name}'s log:\n{tail}");
+    state: &mut State,
+    actions: &mut Vec<String>,
+) -> anyhow::Result<Vec<u16>> {
+    let statuses = runtime.statuses(sh, state)?;
+    let mut started = Vec::new();
+    for (position, status) in statuses.into_iter().enumerate() {
+        let member = state.members[position].clone();
+        match status {
+            MemberStatus::Running => continue,
+            MemberStatus::Paused => {
+                runtime.resume(sh, &member)?;
+                actions.push(format!("resumed {}", member.name));
+                continue;
             }
-            anyhow::bail!("{name} stopped while starting ({how}); see `cargo xtask logs` for more")
+            MemberStatus::Stopped { .. } | MemberStatus::Missing => {
+                let how = runtime.start(sh, state, member.index)?;
+                state.save(&project.cluster_dir)?;
+                actions.push(format!("{how} {}", member.name));
+                started.push(member.index);
+            }
         }
     }
+    Ok(started)
 }
 
 /// `1 node`, `5 nodes`.

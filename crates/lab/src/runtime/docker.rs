@@ -73,12 +73,7 @@ fn memory_mb(state: &State, member: &MemberState) -> u32 {
 }
 
 /// Creates and starts `member`'s container.
-fn run(
-    sh: &Shell,
-    project: &Project,
-    state: &State,
-    member: &MemberState,
-) -> anyhow::Result<()> {
+fn run(sh: &Shell, project: &Project, state: &State, member: &MemberState) -> anyhow::Result<()> {
     let (role, image) = if member.is_canonical() {
         ("canonical", CANONICAL_IMAGE)
     } else {
@@ -448,6 +443,10 @@ impl Runtime for DockerRuntime {
             .collect())
     }
 
+    fn records_exit_times(&self) -> bool {
+        true
+    }
+
     fn exit_time(&self, sh: &Shell, member: &MemberState) -> anyhow::Result<SystemTime> {
         let finished = docker::run(
             sh,
@@ -457,8 +456,7 @@ impl Runtime for DockerRuntime {
                 member.name.clone(),
             ],
         )?;
-        parse_utc(&finished).with_context(|| {
-            format!("`{finished}` is not a time (FinishedAt of {})", member.name)
-        })
+        parse_utc(&finished)
+            .with_context(|| format!("`{finished}` is not a time (FinishedAt of {})", member.name))
     }
 }

@@ -27,7 +27,9 @@ pub enum MemberStatus {
     /// Frozen (cgroup freezer or SIGSTOP): keeps its state, answers nothing.
     Paused,
     /// Exists but does not run (killed, crashed, stopped); `exit_code` when known.
-    Stopped { exit_code: Option<i64> },
+    Stopped {
+        exit_code: Option<i64>,
+    },
     /// Nothing of it exists (never created, or removed).
     Missing,
 }
@@ -141,6 +143,11 @@ pub trait Runtime {
         command: &str,
     ) -> anyhow::Result<Vec<FaultTarget>>;
 
+    /// Whether [`Runtime::exit_time`] can say when a member exited.
+    fn records_exit_times(&self) -> bool {
+        false
+    }
+
     /// When `member` last exited, as the runtime recorded it.
     fn exit_time(&self, sh: &Shell, member: &MemberState) -> anyhow::Result<SystemTime>;
 }
@@ -161,4 +168,40 @@ pub fn status_of(state: &State, statuses: &[MemberStatus], index: u16) -> Member
         .position(|m| m.index == index)
         .and_then(|position| statuses.get(position).copied())
         .unwrap_or(MemberStatus::Missing)
+}
+
+/// Fails, showing its last log lines, when one of the `watched` members has stopped (while
+/// something waits for it to answer).
+pub fn first_stopped(
+    sh: &Shell,
+    runtime: &dyn Runtime,
+    state: &State,
+    watched: &[u16],
+) -> anyhow::Result<()> {
+    /// Log lines shown for a member that stopped.
+    const TAIL_LINES: usize = 15;
+    let statuses = runtime.statuses(sh, state)?;
+    let stopped = state
+        .members
+        .iter()
+        .zip(&statuses)
+        .find(|(member, status)| watched.contains(&member.index) && !status.is_alive());
+    let Some((member, status)) = stopped else {
+        return Ok(());
+    };
+    let how = match status {
+        MemberStatus::Stopped {
+            exit_code: Some(code),
+        } => format!("exit code {code}"),
+        MemberStatus::Missing => "it is gone".to_string(),
+        _ => "it exited".to_string(),
+    };
+    let tail = runtime.log_tail(sh, member, TAIL_LINES);
+    if !tail.is_empty() {
+        eprintln!("last lines of {}'s log:\n{tail}", member.name);
+    }
+    anyhow::bail!(
+        "{} stopped while starting ({how}); see `cargo xtask logs` for more",
+        member.name
+    )
 }
