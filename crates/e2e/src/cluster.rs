@@ -20,8 +20,9 @@ use wire::cluster::CLUSTER_ENV;
 use wire::status::StatusRow;
 use xshell::{cmd, Shell};
 
+use crate::cargo::{as_cargo_xtask_runs, build_binary};
 use crate::leadership::{led_by, one_leader};
-use crate::process::{build_binary, last_line, run_with_timeout, text};
+use crate::process::{last_line, run_with_timeout, text};
 
 /// Edges in every test's cluster.
 pub const NODES: u16 = 5;
@@ -189,9 +190,11 @@ impl Cluster {
         Ok(tables.contains("flotilla_partition"))
     }
 
-    /// A command run in the workspace root against the test's cluster folder.
+    /// A command run in the workspace root against the test's cluster folder, with the
+    /// environment `cargo xtask` gives its commands.
     pub fn command(&self, program: &Path) -> Command {
         let mut command = Command::new(program);
+        as_cargo_xtask_runs(&mut command, &self.project.root);
         command
             .current_dir(&self.project.root)
             .env(CLUSTER_ENV, &self.cluster_dir);

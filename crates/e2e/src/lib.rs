@@ -3,6 +3,7 @@
 //! and cluster folder (so a user's cluster is never touched), checks one thing a user would
 //! notice, and tears the cluster down however it ends.
 //!
+//! - [`cargo`]: building xtask and the probe, and the cargo variables their processes see.
 //! - [`cluster`]: the [`Cluster`] fixture: up, down on drop, and the commands a test runs.
 //! - [`leadership`]: reading `client status --json` rows for who leads whom in which term.
 //! - [`probe`]: counting UDP datagrams between two nodes' network namespaces.
@@ -14,6 +15,7 @@
 
 use std::io::Write;
 
+pub mod cargo;
 pub mod cluster;
 pub mod leadership;
 pub mod probe;

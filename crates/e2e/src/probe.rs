@@ -15,8 +15,9 @@ use std::sync::OnceLock;
 use anyhow::Context;
 use chaos::probe::LISTENING;
 
+use crate::cargo::build_binary;
 use crate::cluster::{Cluster, BUILD_TIMEOUT, COMMAND_TIMEOUT};
-use crate::process::{build_binary, run_with_timeout};
+use crate::process::run_with_timeout;
 
 /// UDP port the probe listens on inside a node's namespace (the node uses 7000 and 9100).
 const PROBE_PORT: u16 = 7999;

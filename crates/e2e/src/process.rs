@@ -3,7 +3,6 @@
 //! test that ran it instead of hanging the whole suite.
 
 use std::io::{Read, Write};
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -69,40 +68,6 @@ fn drain(stream: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<
         }
         bytes
     })
-}
-
-/// Builds `package`'s binary `binary` in the debug profile of `target_dir` and returns its path.
-/// Quiet when it is fresh; cargo's own errors are passed on when it does not build.
-pub fn build_binary(
-    root: &Path,
-    target_dir: &Path,
-    package: &str,
-    binary: &str,
-    timeout: Duration,
-) -> anyhow::Result<std::path::PathBuf> {
-    // `cargo test` tells its tests which cargo runs them; a plain `cargo` is the fallback.
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
-    command
-        .current_dir(root)
-        .args(["build", "--quiet", "--package", package, "--bin", binary])
-        .arg("--target-dir")
-        .arg(target_dir);
-    eprintln!("$ cargo build --quiet -p {package} --bin {binary}");
-    let output = run_with_timeout(command, None, timeout)?;
-    anyhow::ensure!(
-        output.status.success(),
-        "`cargo build -p {package} --bin {binary}` failed ({}):\n{}",
-        output.status,
-        text(&output).trim()
-    );
-    let path = target_dir.join("debug").join(binary);
-    anyhow::ensure!(
-        path.is_file(),
-        "cargo built {binary} but {} is not there",
-        path.display()
-    );
-    Ok(path)
 }
 
 /// Everything the program said, stdout then stderr.
