@@ -27,6 +27,9 @@ impl fmt::Display for Exit {
 impl std::error::Error for Exit {}
 
 fn main() -> ExitCode {
+    // The cargo builds xtask starts (release images, the delayer, the checks) must agree with
+    // a shell's cargo on what is fresh.
+    lab::project::forget_cargo_run_variables();
     // clap prints usage errors itself and exits with code 2.
     let cli = commands::Cli::parse();
     let result = xshell::Shell::new()

@@ -20,7 +20,7 @@ use wire::cluster::CLUSTER_ENV;
 use wire::status::StatusRow;
 use xshell::{cmd, Shell};
 
-use crate::cargo::{as_cargo_xtask_runs, build_binary};
+use crate::cargo::{build_binary, forget_this_crate};
 use crate::leadership::{led_by, one_leader};
 use crate::process::{last_line, run_with_timeout, text};
 
@@ -194,7 +194,7 @@ impl Cluster {
     /// environment `cargo xtask` gives its commands.
     pub fn command(&self, program: &Path) -> Command {
         let mut command = Command::new(program);
-        as_cargo_xtask_runs(&mut command, &self.project.root);
+        forget_this_crate(&mut command);
         command
             .current_dir(&self.project.root)
             .env(CLUSTER_ENV, &self.cluster_dir);

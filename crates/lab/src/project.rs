@@ -15,6 +15,30 @@ const MAX_PREFIX_LEN: usize = 40;
 /// Prefix used when the repository folder's name has no usable character at all.
 const FALLBACK_PREFIX: &str = "flotilla";
 
+/// What cargo sets for the crate it runs (besides `CARGO_PKG_*`). A cargo started with them
+/// inherited sees a `CARGO_MANIFEST_DIR` that differs from a shell's, and build scripts that
+/// watch it (ring's) rerun, rebuilding everything above them: programs that start cargo
+/// remove them first ([`forget_cargo_run_variables`]).
+pub const CARGO_CRATE_VARIABLES: [&str; 5] = [
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+];
+
+/// Removes from this process's environment what `cargo run` set for the crate it ran, so
+/// that the cargo commands it starts agree with a shell's on what is fresh. Call it first
+/// in `main`, before any thread starts.
+pub fn forget_cargo_run_variables() {
+    for (key, _) in std::env::vars_os() {
+        let name = key.to_string_lossy();
+        if name.starts_with("CARGO_PKG_") || CARGO_CRATE_VARIABLES.contains(&&*name) {
+            std::env::remove_var(&key);
+        }
+    }
+}
+
 /// The paths every subcommand works with.
 #[derive(Clone, Debug)]
 pub struct Project {
