@@ -72,10 +72,7 @@ impl Cluster {
         let docker_lock = DOCKER.lock().unwrap_or_else(PoisonError::into_inner);
         let prefix = format!("{PREFIX_START}{name}");
         lab::project::parse_prefix(&prefix).map_err(anyhow::Error::msg)?;
-        let mut project = Project::locate()?;
-        if let Some(target_dir) = own_target_dir() {
-            project.target_dir = target_dir;
-        }
+        let project = test_project()?;
         let sh = Shell::new().context("creating a shell")?;
         if let Err(reason) = docker::engine(&sh) {
             anyhow::bail!(
@@ -392,6 +389,29 @@ impl Drop for Cluster {
             self.prefix
         );
     }
+}
+
+/// The project as the tests see it: the target folder is the one this test binary was built
+/// in, when that can be told.
+fn test_project() -> anyhow::Result<Project> {
+    let mut project = Project::locate()?;
+    if let Some(target_dir) = own_target_dir() {
+        project.target_dir = target_dir;
+    }
+    Ok(project)
+}
+
+/// An xtask command (built as the fixture builds it) run in the workspace root against the
+/// cluster folder `cluster_dir`: what a second checkout would run, for tests that need one
+/// beside a fixture's cluster.
+pub fn xtask_for(cluster_dir: &Path) -> anyhow::Result<Command> {
+    let project = test_project()?;
+    let mut command = Command::new(xtask_binary(&project)?);
+    forget_this_crate(&mut command);
+    command
+        .current_dir(&project.root)
+        .env(CLUSTER_ENV, cluster_dir);
+    Ok(command)
 }
 
 /// The target folder this test binary was built in (`<target>/debug/deps/<test>`), so that
