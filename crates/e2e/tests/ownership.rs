@@ -61,8 +61,9 @@ fn two_checkouts_with_one_name_each_act_only_on_their_own_cluster() -> anyhow::R
     let said = text(&down);
     anyhow::ensure!(
         said.contains("stopped 2 processes")
-            && !said.contains("containers")
-            && !said.contains("network"),
+            && said.contains("left 6 containers")
+            && !said.contains("removed 6 containers")
+            && !said.contains("removed network"),
         "down in the other checkout did more than stop its processes: {said}"
     );
     let running = cluster
