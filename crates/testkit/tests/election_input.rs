@@ -4,7 +4,7 @@
 
 use net::pool::{Pool, Target};
 use testkit::cluster::SETTLE;
-use testkit::{credentials, wait_until, TestCluster};
+use testkit::{credentials, pool_with, wait_until, TestCluster};
 use wire::election::{ElectionKind, ElectionMessage};
 use wire::{NodeIndex, Role, Term};
 
@@ -13,11 +13,7 @@ const NODES: u16 = 3;
 
 /// A pool that speaks with edge `index`'s certificate, as a faulty or compromised edge would.
 fn pool_as_node(index: u16) -> Pool {
-    let socket = net::bind_udp("127.0.0.1:0".parse().expect("a socket address"))
-        .expect("binding a socket for the forged sender");
-    let endpoint = net::pool::endpoint(socket, &credentials(Role::Node(NodeIndex(index))), false)
-        .expect("an endpoint with a node's credentials");
-    Pool::new(endpoint)
+    pool_with(&credentials(Role::Node(NodeIndex(index))))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
