@@ -1,5 +1,10 @@
 //! The canonical origin: stores the original images and serves them over QUIC to edges (and,
 //! read-only, to clients). See [`run`].
+//!
+//! A reply streams its image from disk one [`wire::limits::BODY_CHUNK_BYTES`] chunk at a time,
+//! at the reader's pace but no slower than [`wire::limits::MIN_SEND_BYTES_PER_SECOND`] and
+//! within [`wire::limits::REPLY_SEND_DEADLINE`], so what a reader can make the canonical hold
+//! is bounded by [`net::server::ServerLimits::ORIGIN`], not by the images it asks for.
 
 pub mod samples;
 pub mod store;
@@ -8,15 +13,18 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use net::metrics::Registry;
-use net::server::{reply, reply_error, reply_image};
+use net::server::{reply, reply_error, ImageSender, ReplyError, ServerLimits};
 use net::tls::Credentials;
 use quinn::{RecvStream, SendStream};
 use tokio_util::sync::CancellationToken;
+use wire::frame::{RESET_CORRUPT, RESET_FAILED};
+use wire::limits::BODY_CHUNK_BYTES;
 use wire::message::ErrorKind;
 use wire::{CacheOutcome, ImageId, OriginSigner, Request, Response, Role};
 
-pub use store::Store;
+pub use store::{ImageReader, Store, StoreError};
 
 /// Everything the canonical needs to run.
 pub struct Config {
@@ -49,6 +57,32 @@ struct Canonical {
     /// canonical published from what a peer made up.
     signer: OriginSigner,
     registry: Registry,
+    /// Bytes of image bodies read from disk for replies and not yet taken by QUIC
+    /// (`flotilla_reply_buffer_bytes`): what stalled readers make the canonical hold.
+    reply_bytes: metrics::Gauge,
+}
+
+/// Name of the gauge of body bytes held for replies (see `Canonical::reply_bytes`).
+pub const REPLY_BUFFER_GAUGE: &str = "flotilla_reply_buffer_bytes";
+
+/// One chunk counted in the reply-bytes gauge while a reply holds it.
+struct HeldChunk<'a> {
+    gauge: &'a metrics::Gauge,
+    bytes: f64,
+}
+
+impl<'a> HeldChunk<'a> {
+    fn new(gauge: &'a metrics::Gauge, bytes: usize) -> HeldChunk<'a> {
+        let bytes = bytes as f64;
+        gauge.increment(bytes);
+        HeldChunk { gauge, bytes }
+    }
+}
+
+impl Drop for HeldChunk<'_> {
+    fn drop(&mut self) {
+        self.gauge.decrement(self.bytes);
+    }
 }
 
 /// Opens the store, binds the endpoint and metrics, and serves until `shutdown` fires.
@@ -72,21 +106,32 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             }
         });
     }
-    let bound = net::server::bind(
+    let bound = net::server::bind_with(
         config.listen,
         config.metrics,
         &config.credentials,
         &shutdown,
+        ServerLimits::ORIGIN,
     )
     .await?;
+    let reply_bytes = bound.registry.bytes_gauge(
+        REPLY_BUFFER_GAUGE,
+        "Image body bytes read from disk for replies and not yet taken by QUIC",
+    );
     let canonical = Arc::new(Canonical {
         name: config.name,
         store,
         signer,
         registry: bound.registry.clone(),
+        reply_bytes,
     });
     tracing::info!(quic = %bound.quic, metrics = ?bound.metrics, "canonical serving");
-    let task = tokio::spawn(net::server::serve(bound.endpoint, canonical, shutdown));
+    let task = tokio::spawn(net::server::serve_with(
+        bound.endpoint,
+        canonical,
+        shutdown,
+        ServerLimits::ORIGIN,
+    ));
     Ok(Running {
         quic: bound.quic,
         metrics: bound.metrics,
@@ -116,6 +161,106 @@ impl Canonical {
     }
 }
 
+impl Canonical {
+    /// Streams image `id` to `send`; returns the outcome for the requests counter.
+    async fn serve_image(&self, peer: Role, id: ImageId, send: &mut SendStream) -> &'static str {
+        let reader = match self.with_store(move |store| store.open_image(id)).await {
+            Ok(Some(reader)) => reader,
+            Ok(None) => {
+                reply_error(send, ErrorKind::NotFound, not_found(id)).await;
+                return "not_found";
+            }
+            Err(error) => {
+                tracing::error!(%id, %error, "cannot serve image");
+                reply_error(send, ErrorKind::Internal, error).await;
+                return "error";
+            }
+        };
+        // The first chunk is read before the header, so an unreadable file (or a changed one
+        // that fits in a chunk) gets an error reply rather than a reset stream.
+        let (mut reader, mut chunk) = match read_chunk(reader).await {
+            Ok(read) => read,
+            Err(error) => {
+                tracing::error!(%id, %error, "cannot serve image");
+                reply_error(send, ErrorKind::Internal, error.to_string()).await;
+                return "error";
+            }
+        };
+        let meta = match self.signer.sign(reader.meta().clone()) {
+            Ok(signed) => signed,
+            Err(error) => {
+                tracing::error!(%id, %error, "cannot sign image metadata");
+                reply_error(send, ErrorKind::Internal, error.to_string()).await;
+                return "error";
+            }
+        };
+        tracing::debug!(%peer, %id, size = meta.meta.size, "serving image");
+        let mut sender =
+            match ImageSender::start(send, meta, &self.name, CacheOutcome::Origin).await {
+                Ok(sender) => sender,
+                Err(error) => return reply_failed(peer, id, &error),
+            };
+        loop {
+            let held = HeldChunk::new(&self.reply_bytes, chunk.len());
+            if let Err(error) = sender.chunk(chunk).await {
+                return reply_failed(peer, id, &error);
+            }
+            drop(held);
+            if reader.is_done() {
+                sender.finish();
+                return "ok";
+            }
+            (reader, chunk) = match read_chunk(reader).await {
+                Ok(read) => read,
+                // The bytes sent so far are not a body: resetting withholds the rest, so the
+                // reader's read fails instead of completing (and its digest check never runs
+                // on a short body).
+                Err(error @ StoreError::Corrupt(_)) => {
+                    tracing::error!(%id, %error, "image changed on disk mid-reply; reset");
+                    sender.reset(RESET_CORRUPT);
+                    return "corrupt";
+                }
+                Err(error) => {
+                    tracing::error!(%id, %error, "image read failed mid-reply; reset");
+                    sender.reset(RESET_FAILED);
+                    return "error";
+                }
+            };
+        }
+    }
+}
+
+/// Reads `reader`'s next chunk off the async threads.
+async fn read_chunk(mut reader: ImageReader) -> Result<(ImageReader, Bytes), StoreError> {
+    tokio::task::spawn_blocking(move || {
+        let chunk = reader.next_chunk(BODY_CHUNK_BYTES)?;
+        Ok((reader, chunk))
+    })
+    .await
+    .map_err(|error| StoreError::Io {
+        path: "a blocking read".to_string(),
+        source: std::io::Error::other(error),
+    })?
+}
+
+/// Logs why a reply ended early and names the outcome.
+fn reply_failed(peer: Role, id: ImageId, error: &ReplyError) -> &'static str {
+    match error {
+        ReplyError::Stalled(_) | ReplyError::OutOfTime(_) => {
+            tracing::warn!(%peer, %id, %error, "reader too slow");
+            "stalled"
+        }
+        ReplyError::Write(_) => {
+            tracing::debug!(%peer, %id, %error, "reply not delivered");
+            "aborted"
+        }
+        ReplyError::Header(_) => {
+            tracing::error!(%peer, %id, %error, "reply failed");
+            "error"
+        }
+    }
+}
+
 fn not_found(id: ImageId) -> String {
     format!("image {id} not found on the canonical")
 }
@@ -130,34 +275,7 @@ impl net::server::Handler for Canonical {
     ) {
         let kind = request.kind();
         let outcome = match request {
-            Request::GetImage { id } => match self.with_store(move |store| store.read(id)).await {
-                Ok(Some((meta, body))) => match self.signer.sign(meta) {
-                    Ok(signed) => {
-                        tracing::debug!(%peer, %id, size = signed.meta.size, "serving image");
-                        let sent =
-                            reply_image(&mut send, signed, &self.name, CacheOutcome::Origin, body)
-                                .await;
-                        match sent {
-                            Ok(()) => "ok",
-                            Err(_) => "aborted",
-                        }
-                    }
-                    Err(error) => {
-                        tracing::error!(%id, %error, "cannot sign image metadata");
-                        reply_error(&mut send, ErrorKind::Internal, error.to_string()).await;
-                        "error"
-                    }
-                },
-                Ok(None) => {
-                    reply_error(&mut send, ErrorKind::NotFound, not_found(id)).await;
-                    "not_found"
-                }
-                Err(error) => {
-                    tracing::error!(%id, %error, "cannot serve image");
-                    reply_error(&mut send, ErrorKind::Internal, error).await;
-                    "error"
-                }
-            },
+            Request::GetImage { id } => self.serve_image(peer, id, &mut send).await,
             Request::ImageSize { id } => match self.with_store(move |store| store.meta(id)).await {
                 Ok(Some(meta)) => {
                     reply(

@@ -1,12 +1,16 @@
 //! The canonical image store: a folder of `<id>.<ext>` files and an in-memory catalog of their
 //! size, content type and SHA-256. Writes are atomic (temp file, fsync, rename, fsync folder).
+//! Reads for serving stream the file in chunks ([`ImageReader`]), hashing as they go, so a
+//! request never holds a whole image and a changed file never completes a body.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::fs::File;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
+use sha2::Digest as _;
 use wire::message::content_type_for;
 use wire::{Digest, ImageId, ImageMeta};
 
@@ -120,6 +124,28 @@ impl Store {
         Ok(Some((entry.meta, body)))
     }
 
+    /// Opens `id` for streaming: its catalogued metadata and the file, read chunk by chunk
+    /// through [`ImageReader::next_chunk`]. A file whose length differs from the catalog is
+    /// refused here, before anything is sent.
+    pub fn open_image(&self, id: ImageId) -> Result<Option<ImageReader>, StoreError> {
+        let Some(entry) = self.ensure(id)? else {
+            return Ok(None);
+        };
+        let file = File::open(&entry.path).map_err(io_error(&entry.path))?;
+        let length = file.metadata().map_err(io_error(&entry.path))?.len();
+        if length != entry.meta.size {
+            return Err(StoreError::Corrupt(id));
+        }
+        Ok(Some(ImageReader {
+            remaining: entry.meta.size,
+            meta: entry.meta,
+            path: entry.path,
+            file,
+            hasher: sha2::Sha256::new(),
+            verified: false,
+        }))
+    }
+
     fn ensure(&self, id: ImageId) -> Result<Option<Entry>, StoreError> {
         if let Some(entry) = self.entry(id) {
             return Ok(Some(entry));
@@ -154,6 +180,68 @@ impl Store {
             self.ensure(ImageId(id))?;
         }
         Ok(())
+    }
+}
+
+/// An image being read for a reply: the open file (so a rename over it mid-reply does not
+/// mix two versions) and the SHA-256 of what was read so far.
+///
+/// The digest is checked here, as the body streams, and not only by the receiver: the
+/// receiver does verify every body before it caches or returns it, but the catalog's
+/// promise is that a file changed on disk is never *served*, so the reader withholds the
+/// last chunk of a body that does not match (the caller resets the stream). No reader ever
+/// receives a complete body that differs from the catalogued digest, even one that did not
+/// verify it.
+pub struct ImageReader {
+    meta: ImageMeta,
+    path: PathBuf,
+    file: File,
+    remaining: u64,
+    hasher: sha2::Sha256,
+    /// Set once the whole body matched the digest.
+    verified: bool,
+}
+
+impl ImageReader {
+    /// The catalogued metadata the body must match.
+    pub fn meta(&self) -> &ImageMeta {
+        &self.meta
+    }
+
+    /// Whether every byte has been returned, verified.
+    pub fn is_done(&self) -> bool {
+        self.verified
+    }
+
+    /// The next chunk of at most `max` bytes (empty once done). The chunk that completes the
+    /// body is returned only when the whole body matched the catalogued digest; otherwise
+    /// [`StoreError::Corrupt`].
+    pub fn next_chunk(&mut self, max: usize) -> Result<Bytes, StoreError> {
+        if self.verified {
+            return Ok(Bytes::new());
+        }
+        let want = self.remaining.min(max as u64) as usize;
+        let mut chunk = vec![0u8; want];
+        let mut filled = 0;
+        while filled < want {
+            match self.file.read(&mut chunk[filled..]) {
+                // The file shrank under us: it no longer matches the catalog.
+                Ok(0) => return Err(StoreError::Corrupt(self.meta.id)),
+                Ok(read) => filled += read,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(io_error(&self.path)(error)),
+            }
+        }
+        self.hasher.update(&chunk);
+        self.remaining -= want as u64;
+        if self.remaining == 0 {
+            let actual = Digest(std::mem::take(&mut self.hasher).finalize().into());
+            if actual != self.meta.digest {
+                return Err(StoreError::Corrupt(self.meta.id));
+            }
+            self.verified = true;
+        }
+        Ok(Bytes::from(chunk))
     }
 }
 
@@ -241,6 +329,55 @@ mod tests {
         std::fs::write(dir.path().join("9.bin"), b"tampered").unwrap();
         assert!(matches!(
             store.read(ImageId(9)),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    fn stream(store: &Store, id: u64, chunk: usize) -> Result<Vec<u8>, StoreError> {
+        let mut reader = store.open_image(ImageId(id))?.expect("catalogued");
+        let mut body = Vec::new();
+        while !reader.is_done() {
+            body.extend_from_slice(&reader.next_chunk(chunk)?);
+        }
+        Ok(body)
+    }
+
+    #[test]
+    fn a_streamed_image_comes_back_whole_in_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let body: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.path().join("4.bin"), &body).unwrap();
+        std::fs::write(dir.path().join("5.bin"), b"").unwrap();
+        let store = Store::open(dir.path(), 0).unwrap();
+        assert_eq!(stream(&store, 4, 4096).unwrap(), body);
+        assert_eq!(stream(&store, 4, 20_000).unwrap(), body);
+        assert!(stream(&store, 5, 4096).unwrap().is_empty());
+        assert!(store.open_image(ImageId(6)).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_file_changed_behind_the_catalog_never_completes_a_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = vec![1u8; 10_000];
+        std::fs::write(dir.path().join("9.bin"), &body).unwrap();
+        let store = Store::open(dir.path(), 0).unwrap();
+        let mut changed = body.clone();
+        changed[9_000] = 2;
+        std::fs::write(dir.path().join("9.bin"), &changed).unwrap();
+        let mut reader = store.open_image(ImageId(9)).unwrap().unwrap();
+        // Chunks before the end go out as read; the one that would complete the body is
+        // withheld, so no reader ever holds the changed file whole.
+        assert_eq!(reader.next_chunk(4096).unwrap().len(), 4096);
+        assert_eq!(reader.next_chunk(4096).unwrap().len(), 4096);
+        assert!(matches!(
+            reader.next_chunk(4096),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(!reader.is_done());
+
+        std::fs::write(dir.path().join("9.bin"), &body[..9_999]).unwrap();
+        assert!(matches!(
+            store.open_image(ImageId(9)),
             Err(StoreError::Corrupt(_))
         ));
     }

@@ -1,10 +1,14 @@
 //! The properties every simulated history must have: never two leaders in one term, terms that
 //! never go down while a node stays up, and once faults stop, exactly the Bully leader in every
-//! majority component and none in a minority.
+//! majority component and none in a minority — reached within a bound after a faulty member
+//! stops, in a term from which higher terms remain.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use wire::{ElectionRole, NodeIndex, Term};
+
+use super::TERM_CEILING;
 
 use super::sim::Sim;
 
@@ -60,6 +64,47 @@ impl Checker {
             Some(first) => Err(first.clone()),
         }
     }
+}
+
+/// Resolution of [`regain_within`]'s measurement.
+const REGAIN_STEP: Duration = Duration::from_millis(10);
+
+/// Runs `sim` for `bound` and returns how long it took to settle for good within it (see
+/// [`settled_violation`]): messages the faulty member sent before it stopped may still land and
+/// unsettle it for a moment, so this is the time after which it stayed settled. Records a
+/// violation if the cluster is not settled at the end of `bound`, or if a live node holds a term
+/// above [`TERM_CEILING`] (beyond it a cluster could run out of terms to elect a leader in).
+pub(super) fn regain_within(sim: &mut Sim, bound: Duration) -> Duration {
+    let mut waited = Duration::ZERO;
+    let mut settled_since = Duration::ZERO;
+    let mut last_violation = settled_violation(sim);
+    while waited < bound {
+        if last_violation.is_some() {
+            settled_since = waited + REGAIN_STEP;
+        }
+        sim.run_for(REGAIN_STEP);
+        waited += REGAIN_STEP;
+        last_violation = settled_violation(sim);
+    }
+    if let Some(violation) = last_violation {
+        sim.checker.record(format!(
+            "no single agreed leader {bound:?} after the faulty member stopped: {violation}"
+        ));
+    }
+    let at = sim.elapsed_ms();
+    let too_high: Vec<String> = sim
+        .members()
+        .iter()
+        .filter_map(|index| sim.node(index.0).map(|node| (index, node.term())))
+        .filter(|(_, term)| term.0 > TERM_CEILING)
+        .map(|(index, term)| {
+            format!("at {at} ms node {index} holds term {term}, above the ceiling")
+        })
+        .collect();
+    for violation in too_high {
+        sim.checker.record(violation);
+    }
+    settled_since
 }
 
 /// Whether the cluster is settled: in every component holding a majority of the configured

@@ -8,7 +8,8 @@
 //! Every message carries the sender's term. A message from a lower term is never acted on;
 //! `Election`, `VoteRequest` and `Heartbeat` are answered with `Alive`, `Vote { granted: false }`
 //! and `HeartbeatAck` in the receiver's term so the sender catches up. A higher term is adopted
-//! at once and the node steps down to follower, with one exception (the fence below).
+//! and the node steps down to follower, with two exceptions: the fence below, and the step rule
+//! ("Terms from messages") that keeps a forged term from wedging the cluster.
 //!
 //! 1. A follower that hears no heartbeat from a higher leader for its election timeout (base
 //!    timeout plus a stagger that is larger for lower indices) probes every higher node with
@@ -54,6 +55,58 @@
 //! A restarted node also listens for one election timeout before it stands, so it usually
 //! learns the current term from heartbeats first.
 //!
+//! # Terms from messages
+//!
+//! Every node holds a node certificate, so a faulty or compromised edge can send any election
+//! message with any term. Before this rule, one `Heartbeat` in term `u64::MAX` moved every edge
+//! to that term, from which no node owned a higher one: no leader ever again, and restarted
+//! nodes relearned the term from the others. Now a message whose term is above the receiver's
+//! moves it only as `terms.rs` allows:
+//!
+//! 1. **Ceiling.** No term above `TERM_CEILING` (`u64::MAX / 2`) is ever taken. No honest node
+//!    gets there (below), so such a term is forged; and every member owns terms above any term a
+//!    node can hold, so standing never runs out and no term arithmetic overflows.
+//! 2. **Vouched step.** A term at most `MAX_TERM_STEP` (2^16) above the *base* is taken: the
+//!    base is the highest term claimed by a *third* member — neither the sender nor the
+//!    receiver — heard within the recent window. The sender cannot lift its own base, and the
+//!    receiver's own term does not count, so with vouched steps a faulty member cannot ratchet a
+//!    node up step by step: it can push it at most one step past a term some other member holds.
+//! 3. **Owner's round.** A term at most one round (the highest index) above the receiver's own,
+//!    sent by the term's owner, is taken: a candidate standing or a leader leading, exactly as an
+//!    honest cluster raises its term.
+//! 4. **Lone step.** Otherwise a node climbs towards the term by at most `MAX_TERM_STEP`, at most
+//!    once per recent window, and does not act on the message; every refused or lone step also
+//!    asks every member for its term (an `Election` probe in the node's term, which every member
+//!    answers with `Alive` in its own term), so a node that is really behind hears a third member
+//!    vouch for the term within a round trip. The lone step is how a node catches up when nobody
+//!    can vouch: it hears only one other member, or a faulty member pushed one node far ahead
+//!    while it had it cut off alone.
+//!
+//! A node that is not the owner of its current term stands in the next term it owns, as
+//! before; one that already owns its current term stands in it again rather than in the next
+//! (a retry after a lost vote or lease): a node cut off alone no longer raises its term on every
+//! retry, so it never drifts out of the others' reach.
+//!
+//! Why this is safe: it only ever *refuses* or *delays* terms, and all of the safety argument
+//! above holds whatever terms nodes hold: a term has one owner, only the owner stands and leads
+//! in it, and leading needs votes and then acknowledgements from a majority. So there is still
+//! at most one leader per term, and a minority still has no leader (a faulty member is one
+//! configured member: its vote and acknowledgements count once, like any member's). Terms still
+//! never go down while a node is up.
+//!
+//! Why it cannot wedge: with one faulty member, the highest term an honest node holds grows by
+//! at most `MAX_TERM_STEP` per honest message exchange or per recent window (steps 2 and 4),
+//! and by one round per election (step 3). Reaching `TERM_CEILING` would take 2^47 steps, so the
+//! term space never runs out, and `u64::MAX` or anything near it is refused outright. Once the
+//! faulty member stops, its claims drop out of every base within the recent window. While it
+//! flooded, a node could move past every term another honest node held only by lone steps, one
+//! per recent window; so the honest nodes end up at most that many steps apart, vouch for each
+//! other's terms where they are within a step, and otherwise reach the highest with lone steps
+//! at the same pace — then elect a leader as after any crash. How fast is measured, not
+//! assumed: the simulation (`random.rs`)
+//! floods with forged messages of every kind, with terms at and near `u64::MAX`, at the
+//! ceiling, random, and one or two steps above the receiver's, and checks both cases.
+//!
 //! # Driver
 //!
 //! Map [`Output::Send`] to a `Request::Election(msg)` on a new stream to edge `to`, fire and
@@ -66,6 +119,7 @@ mod config;
 mod machine;
 mod members;
 mod receive;
+mod terms;
 
 #[cfg(test)]
 mod checker;
@@ -82,6 +136,7 @@ pub use config::{
 };
 pub use machine::Election;
 pub use members::Members;
+pub use terms::{MAX_TERM_STEP, TERM_CEILING};
 
 use wire::election::ElectionMessage;
 use wire::{ElectionRole, NodeIndex, Term};

@@ -45,6 +45,13 @@ pub struct Election {
     pub(super) deadline: Instant,
     /// When each peer was last heard from, whatever it said.
     pub(super) last_heard: BTreeMap<NodeIndex, Instant>,
+    /// The term each peer's last message carried: what it claims to hold. A faulty peer may
+    /// claim anything, so a claim only ever serves as the base of *another* sender's step.
+    pub(super) claims: BTreeMap<NodeIndex, Term>,
+    /// Before this instant the node sends no catch-up probe (see `receive.rs`).
+    pub(super) next_catch_up: Instant,
+    /// Before this instant the node takes no lone step (see `terms.rs`).
+    pub(super) next_lone_step: Instant,
     /// Votes a candidate needs and acknowledgements a leader needs, itself included.
     pub(super) quorum: usize,
 }
@@ -71,6 +78,9 @@ impl Election {
             phase: Phase::Follower { leader: None },
             deadline,
             last_heard: BTreeMap::new(),
+            claims: BTreeMap::new(),
+            next_catch_up: now,
+            next_lone_step: now,
             quorum,
         }
     }
@@ -217,11 +227,21 @@ impl Election {
         }
     }
 
-    /// No higher node answered: stand in the next term this node owns, vote for itself and ask
-    /// every other node for its vote.
+    /// No higher node answered: stand in the term this node owns (its current term if it owns
+    /// that already, else the next one), vote for itself and ask every other node for its vote.
+    ///
+    /// Standing again in a term of its own rather than in the next one keeps a node that is cut
+    /// off alone from raising its term on every retry: its term only moves past the others'
+    /// when it hears of a higher one, so it never drifts out of their reach (`terms.rs`).
     fn stand(&mut self, now: Instant, outputs: &mut Vec<Output>) {
-        let Some(term) = self.members.next_term_of(self.me, self.term) else {
-            // Term space exhausted: never stand again rather than reuse a term.
+        let term = if self.members.owner_of(self.term) == Some(self.me) {
+            Some(self.term)
+        } else {
+            self.members.next_term_of(self.me, self.term)
+        };
+        let Some(term) = term else {
+            // Term space exhausted: never stand again rather than reuse a term. Unreachable:
+            // no node takes a term above `TERM_CEILING`, which leaves owned terms for all.
             self.follow(now, None);
             return;
         };

@@ -123,6 +123,18 @@ mod tests {
     }
 
     #[test]
+    fn every_member_owns_terms_above_any_term_a_node_can_hold() {
+        // The largest possible cluster; a node holds at most the ceiling, or a term it stood
+        // in from there (one round above it).
+        let members = Members::new(NodeIndex(1), (1..=u16::MAX).map(NodeIndex));
+        let highest_held = Term(crate::TERM_CEILING + u64::from(u16::MAX));
+        for me in [1, 2, u16::MAX - 1, u16::MAX] {
+            let next = members.next_term_of(NodeIndex(me), highest_held);
+            assert!(next.is_some_and(|next| next > highest_held), "node {me}");
+        }
+    }
+
+    #[test]
     fn exhausted_term_space_is_not_a_panic() {
         assert_eq!(five().next_term_of(NodeIndex(5), Term(u64::MAX)), None);
     }

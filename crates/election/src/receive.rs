@@ -4,9 +4,10 @@
 use std::time::Instant;
 
 use wire::election::{ElectionKind, ElectionMessage};
-use wire::NodeIndex;
+use wire::{NodeIndex, Term};
 
 use super::machine::{Election, Phase};
+use super::terms::{step, Step, StepInput, TERM_CEILING};
 use super::Output;
 
 impl Election {
@@ -30,6 +31,7 @@ impl Election {
         outputs: &mut Vec<Output>,
     ) {
         self.last_heard.insert(from, now);
+        self.claims.insert(from, msg.term);
 
         // Bully fence, before any term rule: a candidate lower than a live node this one knows
         // of can neither win its vote nor move its term, so it cannot unseat a live higher
@@ -59,9 +61,34 @@ impl Election {
             return;
         }
         if msg.term > self.term {
-            self.term = msg.term;
+            let input = StepInput {
+                term: msg.term,
+                own: self.term,
+                base: self.reach_base(now, from),
+                from_owner: self.members.owner_of(msg.term) == Some(from),
+                round: u64::from(self.members.highest().0),
+                lone_step_allowed: now >= self.next_lone_step,
+            };
+            let Step::Adopt { term, lone } = step(input) else {
+                // A faulty member could send any term: this message alone cannot move the node
+                // there. Ask everyone for their terms, so that a node that really is behind
+                // hears a third member vouch for the term.
+                if msg.term.0 <= TERM_CEILING {
+                    self.ask_for_terms(now, outputs);
+                }
+                return;
+            };
+            if lone {
+                self.next_lone_step = now + self.config.recent_window;
+                self.ask_for_terms(now, outputs);
+            }
+            self.term = term;
             self.vote = None;
             self.follow(now, None);
+            if term != msg.term {
+                // Climbed part of the way: the message itself is of a term still above ours.
+                return;
+            }
         }
 
         match msg.kind {
@@ -78,7 +105,9 @@ impl Election {
     /// a higher leader, or are already electing.
     fn on_election(&mut self, now: Instant, from: NodeIndex, outputs: &mut Vec<Output>) {
         if from > self.me {
-            // Probes only go up; a higher prober disagrees about the membership.
+            // Probes only go up: a higher node asks for terms (see `ask_for_terms`). Answer
+            // with ours and do nothing else.
+            self.reply(from, ElectionKind::Alive, outputs);
             return;
         }
         self.reply(from, ElectionKind::Alive, outputs);
@@ -160,6 +189,43 @@ impl Election {
         if let Phase::Leader { acks, .. } = &mut self.phase {
             acks.insert(from, now);
         }
+    }
+
+    /// The base of a step to a term `sender` sent: the highest term claimed by a member other
+    /// than the sender and this node that was heard from within the recent window. The
+    /// sender's own claim never counts, so a faulty sender cannot lift its own base; this
+    /// node's term does not count either, so a faulty member cannot ratchet it up step by step.
+    fn reach_base(&self, now: Instant, sender: NodeIndex) -> Option<Term> {
+        self.claims
+            .iter()
+            .filter(|(&peer, _)| peer != sender && self.heard_recently(now, peer))
+            .map(|(_, &term)| term)
+            .max()
+    }
+
+    /// Ask every other member for its term: an `Election` probe in this node's term, which
+    /// every member answers with `Alive` in its own term (a higher node by the stale-message
+    /// rule or as the Bully answer, a lower one in `on_election`), at most once per recent
+    /// window.
+    fn ask_for_terms(&mut self, now: Instant, outputs: &mut Vec<Output>) {
+        if now < self.next_catch_up {
+            return;
+        }
+        self.next_catch_up = now + self.config.recent_window;
+        let message = self.message(ElectionKind::Election);
+        for peer in self.members.others(self.me) {
+            outputs.push(Output::Send {
+                to: peer,
+                msg: message.clone(),
+            });
+        }
+    }
+
+    /// Whether `peer` was heard from within the recent window.
+    fn heard_recently(&self, now: Instant, peer: NodeIndex) -> bool {
+        self.last_heard
+            .get(&peer)
+            .is_some_and(|&heard| now.saturating_duration_since(heard) <= self.config.recent_window)
     }
 
     /// The highest index among this node and the peers heard from within the recent window.

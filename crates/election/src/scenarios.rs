@@ -1,12 +1,16 @@
 //! The classic election scenarios as a table: start-up, leader crash, leader return, minority
-//! and majority partitions, heal, one-way cuts, message loss. Each row is a script of faults and
-//! expectations run in the simulated network; the history checker runs over every row too.
+//! and majority partitions, heal, one-way cuts, message loss, forged terms and a faulty member.
+//! Each row is a script of faults and expectations run in the simulated network; the history
+//! checker runs over every row too.
 
 use std::time::Duration;
 
+use wire::election::{ElectionKind, ElectionMessage};
 use wire::{ElectionRole, NodeIndex, Term};
 
+use super::checker::regain_within;
 use super::sim::Sim;
+use super::{MAX_TERM_STEP, TERM_CEILING};
 
 /// One step of a scenario script.
 #[derive(Clone, Copy, Debug)]
@@ -30,6 +34,16 @@ enum Step {
     SameLeader(u16),
     /// None of these nodes leads or knows a leader.
     NoLeader(&'static [u16]),
+    /// A message of this kind and term, sent with the first node's identity (as a faulty or
+    /// compromised member would) to every other node.
+    Forge(u16, u64, ElectionKind),
+    /// This node turns faulty: it floods every other node with forged messages.
+    Faulty(u16),
+    /// The faulty node stops for good; the cluster must then settle within this many
+    /// milliseconds (the time is used up whatever happens).
+    StopFaultyAndSettleWithin(u64),
+    /// No live node is in a term above this.
+    TermsAtMost(u64),
 }
 
 use Step::*;
@@ -73,6 +87,28 @@ const CASES: &[Case] = &[
     Case { name: "three nodes: crash and return of the leader", size: 3,
         steps: &[Run(SETTLE), Leader(3), Crash(3), Run(SETTLE), NewLeader(2), Restart(3), Run(SETTLE),
                  NewLeader(3)] },
+    Case { name: "heartbeat with term u64::MAX: refused, the leader keeps its term", size: 5,
+        steps: &[Run(SETTLE), Leader(5), Forge(1, u64::MAX, ElectionKind::Heartbeat), Run(SETTLE),
+                 SameLeader(5), TermsAtMost(MAX_TERM_STEP)] },
+    Case { name: "heartbeat with term u64::MAX from the node that owns it: refused all the same", size: 5,
+        steps: &[Run(SETTLE), Leader(5), Forge(5, u64::MAX, ElectionKind::Heartbeat), Run(SETTLE),
+                 SameLeader(5), TermsAtMost(MAX_TERM_STEP)] },
+    Case { name: "vote request and probe just above the ceiling: refused", size: 3,
+        steps: &[Run(SETTLE), Leader(3), Forge(3, TERM_CEILING + 3, ElectionKind::VoteRequest),
+                 Forge(1, TERM_CEILING + 1, ElectionKind::Election), Run(SETTLE), SameLeader(3),
+                 TermsAtMost(MAX_TERM_STEP)] },
+    Case { name: "a far term from one member moves a node one step at most, the Bully leader again", size: 5,
+        steps: &[Run(SETTLE), Leader(5), Forge(2, 10 * MAX_TERM_STEP, ElectionKind::Heartbeat),
+                 Run(SETTLE), Leader(5), TermsAtMost(2 * MAX_TERM_STEP)] },
+    Case { name: "a faulty member floods for 2 s: the Bully leader again within 3 s after it stops", size: 5,
+        steps: &[Run(SETTLE), Leader(5), Faulty(2), Run(2000), StopFaultyAndSettleWithin(3000), Leader(5),
+                 TermsAtMost(TERM_CEILING)] },
+    Case { name: "the leader turns faulty: the next highest leads within 3 s after it stops", size: 5,
+        steps: &[Run(SETTLE), Leader(5), Faulty(5), Run(2000), StopFaultyAndSettleWithin(3000), NewLeader(4),
+                 TermsAtMost(TERM_CEILING)] },
+    Case { name: "three nodes, one faulty: the two others agree again", size: 3,
+        steps: &[Run(SETTLE), Leader(3), Faulty(1), Run(3000), StopFaultyAndSettleWithin(3000), Leader(3),
+                 TermsAtMost(TERM_CEILING)] },
 ];
 
 /// Checks that `index` leads as described at [`Step::Leader`] and returns its term.
@@ -145,6 +181,35 @@ fn run_case(seed: u64, case: &Case) -> Result<(), String> {
                 sim.set_loss(f64::from(percent) / 100.0);
                 Ok(())
             }
+            Forge(from, term, kind) => {
+                let msg = ElectionMessage {
+                    term: Term(term),
+                    kind,
+                };
+                for to in 1..=case.size {
+                    if to != from {
+                        sim.inject(from, to, msg.clone());
+                    }
+                }
+                Ok(())
+            }
+            Faulty(index) => {
+                sim.make_faulty(index);
+                Ok(())
+            }
+            StopFaultyAndSettleWithin(ms) => {
+                sim.stop_faulty();
+                regain_within(&mut sim, Duration::from_millis(ms));
+                sim.checker.verdict()
+            }
+            TermsAtMost(highest) => sim
+                .members()
+                .iter()
+                .filter_map(|index| sim.node(index.0).map(|node| (index, node.term())))
+                .find(|(_, term)| term.0 > highest)
+                .map_or(Ok(()), |(index, term)| {
+                    Err(format!("node {index} is in term {term}, above {highest}"))
+                }),
             Leader(index) => leads(&sim, index).map(|term| remembered = term),
             NewLeader(index) => leads(&sim, index).and_then(|term| {
                 if term > remembered {

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use wire::election::ElectionMessage;
-use wire::NodeIndex;
+use wire::election::{ElectionKind, ElectionMessage};
+use wire::{NodeIndex, Term};
 
 use super::checker::{settled_violation, Checker};
-use super::{Config, Election, Output};
+use super::{Config, Election, Output, MAX_TERM_STEP, TERM_CEILING};
 
 /// Shortest delivery delay: never zero, so a reply always lands after its cause.
 const MIN_DELAY: Duration = Duration::from_millis(1);
@@ -23,6 +23,14 @@ pub(super) const DEFAULT_MAX_DELAY: Duration = Duration::from_millis(20);
 /// Events the loop may process at one virtual instant before it calls the machine stuck
 /// (a `next_wakeup` that never moves forward would otherwise spin forever).
 const MAX_EVENTS_PER_INSTANT: u32 = 10_000;
+
+/// Shortest and longest gap between two messages of a faulty member: it floods the cluster
+/// with hundreds of messages a second.
+const FAULTY_MIN_GAP: Duration = Duration::from_millis(1);
+const FAULTY_MAX_GAP: Duration = Duration::from_millis(5);
+
+/// How far below `u64::MAX` (and around the ceiling) a faulty member's "near the top" terms go.
+const NEAR_TOP: u64 = 1 << 20;
 
 /// Environment variable that makes the simulation print every delivery and state change
 /// (run one seed with `-- --nocapture`).
@@ -57,6 +65,13 @@ impl Ord for InFlight {
     }
 }
 
+/// A member gone bad: it runs no state machine and sends forged election messages, with
+/// arbitrary terms and kinds, to every other member until it is stopped.
+struct Faulty {
+    index: NodeIndex,
+    next_send: Instant,
+}
+
 /// The simulated cluster of edges `1..=size`.
 pub(super) struct Sim {
     rng: SmallRng,
@@ -78,6 +93,9 @@ pub(super) struct Sim {
     watch_settled: bool,
     /// Whether to print every delivery and state change (`FLOTILLA_SIM_TRACE` set).
     trace: bool,
+    faulty: Option<Faulty>,
+    /// Messages forged by faulty members so far.
+    pub forged: u64,
     pub checker: Checker,
 }
 
@@ -101,6 +119,8 @@ impl Sim {
             without_quorum: false,
             watch_settled: false,
             trace: std::env::var_os(TRACE_VARIABLE).is_some(),
+            faulty: None,
+            forged: 0,
             checker: Checker::default(),
         };
         for index in members {
@@ -160,12 +180,51 @@ impl Sim {
     pub fn restart(&mut self, index: u16) {
         let me = NodeIndex(index);
         self.trace(|| format!("start {index} with fresh state"));
+        if self
+            .faulty
+            .as_ref()
+            .is_some_and(|faulty| faulty.index == me)
+        {
+            self.stop_faulty();
+        }
         let mut node = Election::new(Config::default(), me, self.members.clone(), self.now);
         if self.without_quorum {
             node = node.without_quorum();
         }
         self.checker.forget(me);
         self.nodes.insert(me, Some(node));
+    }
+
+    /// Node `index` goes bad: its state machine stops (the checker no longer watches it) and
+    /// from now on it floods every other member with forged election messages.
+    pub fn make_faulty(&mut self, index: u16) {
+        self.crash(index);
+        self.trace(|| format!("node {index} turns faulty"));
+        self.faulty = Some(Faulty {
+            index: NodeIndex(index),
+            next_send: self.now,
+        });
+    }
+
+    /// The faulty member stops sending; it stays down (a stopped process) until restarted.
+    pub fn stop_faulty(&mut self) {
+        if let Some(faulty) = self.faulty.take() {
+            self.trace(|| format!("faulty node {} stops", faulty.index));
+        }
+    }
+
+    /// Put one message on the wire as if member `from` had sent it (a forged or replayed
+    /// message: `from` may be running and know nothing of it).
+    pub fn inject(&mut self, from: u16, to: u16, msg: ElectionMessage) {
+        self.trace(|| format!("inject {from} -> {to}: {msg:?}"));
+        self.forged += 1;
+        self.route(
+            NodeIndex(from),
+            vec![Output::Send {
+                to: NodeIndex(to),
+                msg,
+            }],
+        );
     }
 
     /// Split the nodes into `groups`; nodes not listed form one more group.
@@ -226,7 +285,12 @@ impl Sim {
                 .flatten()
                 .map(Election::next_wakeup)
                 .min();
-            let next = next_message.into_iter().chain(next_timer).min();
+            let next_forgery = self.faulty.as_ref().map(|faulty| faulty.next_send);
+            let next = next_message
+                .into_iter()
+                .chain(next_timer)
+                .chain(next_forgery)
+                .min();
             let Some(next) = next.filter(|&next| next <= end) else {
                 self.now = end;
                 return;
@@ -250,6 +314,7 @@ impl Sim {
 
     /// Deliver every message that is due, then tick every node whose timer is due.
     fn step(&mut self) {
+        self.forge_if_due();
         while self
             .queue
             .peek()
@@ -285,6 +350,65 @@ impl Sim {
             if let Some(violation) = settled_violation(self) {
                 self.checker.record(violation);
             }
+        }
+    }
+
+    /// Let the faulty member send its next forged message if it is due.
+    fn forge_if_due(&mut self) {
+        let Some(faulty) = &self.faulty else {
+            return;
+        };
+        if faulty.next_send > self.now {
+            return;
+        }
+        let from = faulty.index;
+        let gap = self.rng.random_range(FAULTY_MIN_GAP..=FAULTY_MAX_GAP);
+        if let Some(faulty) = &mut self.faulty {
+            faulty.next_send = self.now + gap;
+        }
+        let others: Vec<NodeIndex> = self
+            .members
+            .iter()
+            .copied()
+            .filter(|&index| index != from)
+            .collect();
+        let Some(&to) = others.get(self.rng.random_range(0..others.len().max(1))) else {
+            return;
+        };
+        let msg = self.forgery(to);
+        self.forged += 1;
+        self.route(from, vec![Output::Send { to, msg }]);
+    }
+
+    /// An arbitrary election message for `to`: any kind, and a term at the very top, near the
+    /// top, anywhere, at or just below the ceiling, one or two steps above `to`'s term (the
+    /// most a single message could move it), a plausible next term, or a stale one.
+    fn forgery(&mut self, to: NodeIndex) -> ElectionMessage {
+        let current = self.node(to.0).map_or(0, |node| node.term().0);
+        let size = self.members.len() as u64;
+        let term = match self.rng.random_range(0..8) {
+            0 => u64::MAX,
+            1 => u64::MAX - self.rng.random_range(0..=NEAR_TOP),
+            2 => self.rng.random(),
+            3 => TERM_CEILING - self.rng.random_range(0..=NEAR_TOP),
+            4 => TERM_CEILING + self.rng.random_range(1..=NEAR_TOP),
+            5 => current.saturating_add(self.rng.random_range(1..=2 * MAX_TERM_STEP)),
+            6 => current.saturating_add(self.rng.random_range(0..=size)),
+            _ => self.rng.random_range(0..=current),
+        };
+        let kind = match self.rng.random_range(0..6) {
+            0 => ElectionKind::Election,
+            1 => ElectionKind::Alive,
+            2 => ElectionKind::VoteRequest,
+            3 => ElectionKind::Vote {
+                granted: self.rng.random_bool(0.5),
+            },
+            4 => ElectionKind::Heartbeat,
+            _ => ElectionKind::HeartbeatAck,
+        };
+        ElectionMessage {
+            term: Term(term),
+            kind,
         }
     }
 

@@ -134,8 +134,23 @@ impl Credentials {
         Credentials::from_pem(&read(CA_FILE)?, &read(CERT_FILE)?, &read(KEY_FILE)?)
     }
 
-    /// QUIC server config that requires a client certificate signed by the cluster CA.
+    /// QUIC server config that requires a client certificate signed by the cluster CA, with
+    /// the edges' stream limit and send window.
     pub fn server_config(&self) -> Result<quinn::ServerConfig, TlsError> {
+        self.server_config_with(
+            limits::MAX_CONCURRENT_STREAMS,
+            limits::CONNECTION_WINDOW.into(),
+        )
+    }
+
+    /// [`Credentials::server_config`] granting each peer at most `streams_per_connection`
+    /// concurrent streams and buffering at most `send_window` unacknowledged bytes per
+    /// connection (the canonical's tighter bounds).
+    pub fn server_config_with(
+        &self,
+        streams_per_connection: u32,
+        send_window: u64,
+    ) -> Result<quinn::ServerConfig, TlsError> {
         let provider = crypto_provider();
         let verifier =
             WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots()?), provider.clone())
@@ -151,7 +166,11 @@ impl Credentials {
         let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
             .map_err(|e| TlsError::Quic(e.to_string()))?;
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-        config.transport_config(transport_config());
+        let mut transport = transport_parameters();
+        transport
+            .max_concurrent_bidi_streams(streams_per_connection.into())
+            .send_window(send_window);
+        config.transport_config(Arc::new(transport));
         Ok(config)
     }
 
@@ -166,7 +185,7 @@ impl Credentials {
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
             .map_err(|e| TlsError::Quic(e.to_string()))?;
         let mut config = quinn::ClientConfig::new(Arc::new(quic));
-        config.transport_config(transport_config());
+        config.transport_config(Arc::new(transport_parameters()));
         Ok(config)
     }
 
@@ -202,7 +221,7 @@ fn crypto_provider() -> Arc<CryptoProvider> {
 }
 
 /// Transport parameters shared by every endpoint; see [`limits`] for why each bound is what it is.
-fn transport_config() -> Arc<quinn::TransportConfig> {
+fn transport_parameters() -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     transport
         .max_concurrent_bidi_streams(limits::MAX_CONCURRENT_STREAMS.into())
@@ -219,7 +238,7 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
                     .expect("idle timeout fits a VarInt"),
             ),
         );
-    Arc::new(transport)
+    transport
 }
 
 /// The role named by a verified certificate (the rule is `wire::pki::role_of_certificate`).

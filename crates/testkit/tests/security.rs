@@ -1,5 +1,7 @@
 //! Bad peers and bad bytes: foreign certificates, client certificates sending edge-only
-//! requests, malformed and oversized frames, and an upstream that sends corrupted bodies.
+//! requests, malformed and oversized frames, an upstream that sends corrupted bodies, a file
+//! changed on the canonical's disk, and a peer opening more connections than it may hold.
+//! (The stalled-reader attack has a test binary of its own: `stalled_readers.rs`.)
 
 use std::sync::Arc;
 
@@ -9,6 +11,7 @@ use net::tls::Credentials;
 use net::CallError;
 use testkit::{credentials, origin_signer, pool_with, TestCluster};
 use wire::election::{ElectionKind, ElectionMessage};
+use wire::limits::{BODY_CHUNK_BYTES, ORIGIN_CONNECTIONS_PER_PEER};
 use wire::message::ErrorKind;
 use wire::pki::ClusterCa;
 use wire::Role;
@@ -290,4 +293,134 @@ async fn a_bad_replica_is_refused_for_what_is_wrong_with_it_and_not_cached() {
         0,
         "nothing was cached"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_changed_on_the_canonical_disk_is_never_served_whole() {
+    let images = tempfile::tempdir().unwrap();
+    let size = 3 * BODY_CHUNK_BYTES + 5;
+    let body: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
+    std::fs::write(images.path().join("21.png"), &body).unwrap();
+    let cluster = TestCluster::builder()
+        .nodes(1)
+        .replicas(1)
+        .images(images.path())
+        .start()
+        .await;
+    // Same length, one byte changed in the last chunk: only the digest of the whole stream
+    // can tell, after most of the body has gone out.
+    let mut changed = body;
+    changed[size - 2] ^= 1;
+    std::fs::write(images.path().join("21.png"), &changed).unwrap();
+
+    let pool = pool_with(&credentials(Role::Client));
+    let canonical = Target::new(cluster.origin.to_string(), Role::Canonical);
+    let error = pool
+        .get_image(&canonical, ImageId(21))
+        .await
+        .err()
+        .expect("a file changed behind the catalog must not be served");
+    assert!(error.to_string().contains("reset"), "{error}");
+
+    let client = cluster.client();
+    client.connect_all().await.unwrap();
+    assert!(client.get_image(ImageId(21)).await.is_err());
+    assert_eq!(
+        cluster.node(1).status().cache_items,
+        0,
+        "nothing was cached"
+    );
+    let corrupt = testkit::counter_with(
+        &cluster.canonical().registry.render(),
+        "flotilla_requests_total",
+        "outcome=\"corrupt\"",
+    );
+    assert!(
+        corrupt >= 2.0,
+        "the canonical counted {corrupt} corrupt replies"
+    );
+    // The canonical serves its other images as before.
+    pool.ping(&canonical).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_past_its_connection_bound_loses_its_oldest_connection() {
+    let cluster = TestCluster::builder().nodes(0).samples(10).start().await;
+    let canonical = Target::new(cluster.origin.to_string(), Role::Canonical);
+    let mut pools = Vec::new();
+    for _ in 0..=ORIGIN_CONNECTIONS_PER_PEER {
+        // Each pool is its own endpoint: a new connection from the same peer (the client
+        // certificate on 127.0.0.1). A ping answered means the canonical admitted it.
+        let pool = pool_with(&credentials(Role::Client));
+        pool.ping(&canonical).await.unwrap();
+        pools.push(pool);
+    }
+    let oldest = pools[0].existing(&canonical);
+    let closed = match oldest {
+        None => true,
+        Some(connection) => {
+            tokio::time::timeout(std::time::Duration::from_secs(10), connection.closed())
+                .await
+                .is_ok()
+        }
+    };
+    assert!(closed, "the oldest connection past the bound stays open");
+    for pool in &pools[1..] {
+        assert!(
+            pool.existing(&canonical).is_some(),
+            "a newer connection was closed"
+        );
+        pool.ping(&canonical).await.unwrap();
+    }
+    // A peer that reconnects is served again: its newest connection always wins.
+    pools[0].ping(&canonical).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_slower_than_the_minimum_pace_is_reset() {
+    let images = tempfile::tempdir().unwrap();
+    let size = 4 * BODY_CHUNK_BYTES;
+    std::fs::write(images.path().join("5.png"), vec![5u8; size]).unwrap();
+    let cluster = TestCluster::builder()
+        .nodes(0)
+        .images(images.path())
+        .start()
+        .await;
+    // A client certificate on a connection that lets the canonical send 1 KiB at a time.
+    let mut config = credentials(Role::Client).client_config().unwrap();
+    let mut transport = quinn::TransportConfig::default();
+    transport.stream_receive_window(1024u32.into());
+    config.transport_config(Arc::new(transport));
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(config);
+    let connection = endpoint
+        .connect(cluster.origin, &Role::Canonical.server_name())
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    let header = wire::frame::encode_header(&Request::GetImage { id: ImageId(5) }).unwrap();
+    send.write_all(&header).await.unwrap();
+    let _ = send.finish();
+
+    // Reads 1 KiB a quarter second, 4 KiB/s: it never stalls, but is far below the pace.
+    let started = std::time::Instant::now();
+    let mut received = 0;
+    let mut buffer = [0u8; 1024];
+    let ended = loop {
+        match recv.read(&mut buffer).await {
+            Ok(Some(read)) => received += read,
+            Ok(None) => break None,
+            Err(quinn::ReadError::Reset(code)) => break Some(code),
+            Err(error) => panic!("unexpected read error: {error}"),
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "a reader at 4 KiB/s was served for a minute"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
+    assert_eq!(ended, Some(wire::frame::RESET_STALLED.into()));
+    assert!(received < size, "the whole body went to a too-slow reader");
+    assert!(received > 0, "the reader got nothing at all: {received}");
 }

@@ -106,6 +106,17 @@ pub fn verify(meta: &ImageMeta, body: &[u8]) -> Result<(), FrameError> {
     Ok(())
 }
 
+/// Stream reset code: the reader took the body too slowly (or not at all) and the sender gave
+/// up on it ([`crate::limits::SEND_STALL_TIMEOUT`], [`crate::limits::REPLY_SEND_DEADLINE`]).
+pub const RESET_STALLED: u32 = 1;
+
+/// Stream reset code: the sender found, while streaming, that its source no longer matches the
+/// digest it announced, and withheld the rest of the body.
+pub const RESET_CORRUPT: u32 = 2;
+
+/// Stream reset code: the sender could not produce the rest of the body (a read failed).
+pub const RESET_FAILED: u32 = 3;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,9 +58,10 @@ impl FromStr for ImageId {
 pub struct Term(pub u64);
 
 impl Term {
-    /// The term after this one.
+    /// The term after this one; `u64::MAX` stays itself rather than overflow (the election never
+    /// takes a term anywhere near it, see `election::TERM_CEILING`).
     pub fn next(self) -> Term {
-        Term(self.0 + 1)
+        Term(self.0.saturating_add(1))
     }
 }
 

@@ -22,8 +22,47 @@ pub const MAX_ORIGIN_CERTIFICATES: usize = 4;
 /// skips the ECDSA verify; past it the memory is cleared and rebuilt.
 pub const MAX_VERIFIED_SEALS: usize = 8192;
 
-/// Concurrent bidirectional streams a peer may open on one connection.
+/// Concurrent bidirectional streams a peer may open on one connection to an edge. Edges
+/// answer from a cache of refcounted bodies, so a held stream costs them no copy of an image.
 pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
+
+/// Concurrent bidirectional streams a peer may open on one connection to the canonical. Each
+/// open image reply holds at most one [`BODY_CHUNK_BYTES`] chunk, so one connection holds at
+/// most 4 MiB of bodies; an edge's concurrent origin fetches (one per missing id, coalesced)
+/// queue for a stream beyond this rather than fail.
+pub const ORIGIN_STREAMS_PER_CONNECTION: u32 = 64;
+
+/// Connections a server holds at once, handshaking or open, from all peers together: the
+/// accept loop refuses more before doing any handshake work for them.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// Connections one peer (certificate role and IP address) may hold open to the canonical at
+/// once. A peer needs one (the pool keeps one per peer); a few more cover restarts and
+/// short-lived CLI runs. The newest connection wins: the oldest is closed, so a client that
+/// reconnects is never locked out by its own stale connections.
+pub const ORIGIN_CONNECTIONS_PER_PEER: usize = 8;
+
+/// Connections one peer may hold open to an edge at once; looser than the canonical's because
+/// every CLI run on a host shares the client certificate and, through Docker's published
+/// ports, one source address.
+pub const EDGE_CONNECTIONS_PER_PEER: usize = 64;
+
+/// Bytes of an image body the canonical reads from disk, hashes and hands to a stream at a
+/// time (and the slice an edge writes a cached body in). What a stalled reader can pin per
+/// stream on the sending side.
+pub const BODY_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Longest a reply waits for its reader to take the next [`BODY_CHUNK_BYTES`] chunk before
+/// the stream is reset and its buffers freed.
+pub const SEND_STALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The slowest reader a reply keeps serving, in bytes per second: one chunk per
+/// [`SEND_STALL_TIMEOUT`] (32 KiB/s). A reader that takes chunks more slowly is reset.
+pub const MIN_SEND_BYTES_PER_SECOND: u64 = BODY_CHUNK_BYTES as u64 / SEND_STALL_TIMEOUT.as_secs();
+
+/// Per-connection send window of the canonical: the most reply bytes QUIC buffers for one
+/// connection before they are acknowledged. 16 MiB still fills a 100 ms path at 160 MB/s.
+pub const ORIGIN_SEND_WINDOW: u64 = 16 * 1024 * 1024;
 
 /// How long a reader waits for a request or response header before giving up on the stream.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,6 +76,14 @@ pub const ORIGIN_FETCH_TIMEOUT: Duration = Duration::from_secs(8);
 /// One hop's allowance on top of the work behind it: the leader's reply to an edge travels
 /// one more hop than its origin fetch.
 pub const HOP_ALLOWANCE: Duration = Duration::from_secs(1);
+
+/// Longest a server spends sending one image reply (header and body, counted from when the
+/// image is ready), however steadily its reader takes chunks. By then the reader has given
+/// up: an edge gives a whole origin fetch [`ORIGIN_FETCH_TIMEOUT`], a client gives an edge
+/// [`CLIENT_ATTEMPT_TIMEOUT`], and an edge waiting on its leader gets the rest of
+/// [`UPSTREAM_BUDGET`], which this plus the leader's own origin fetch covers.
+pub const REPLY_SEND_DEADLINE: Duration =
+    Duration::from_secs(ORIGIN_FETCH_TIMEOUT.as_secs() + HOP_ALLOWANCE.as_secs());
 
 /// An edge's whole budget for producing a missing image: waiting on the leader (which is
 /// doing at most one origin fetch for it) and, only if the leader fails or loses its
