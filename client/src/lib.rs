@@ -14,7 +14,10 @@ use net::pool::{NetError, Pool, Target};
 use net::tls::Credentials;
 use net::CallError;
 use wire::cluster::{ClusterFile, Member};
-use wire::limits::{CLIENT_ATTEMPT_TIMEOUT, CLIENT_CONNECT_GRACE, HEADER_TIMEOUT};
+use wire::limits::{
+    CLIENT_ATTEMPT_TIMEOUT, CLIENT_CONNECT_GRACE, CLIENT_EDGES_AFTER_ORIGIN_DOWN, HEADER_TIMEOUT,
+};
+use wire::message::ErrorKind;
 use wire::routing::{rank, Routing};
 use wire::{CacheOutcome, ImageId, ImageMeta, NodeIndex, NodeStatus, Role};
 
@@ -34,6 +37,12 @@ pub enum ClientError {
     Net(#[from] NetError),
     #[error("no edge answered within {seconds} s: is the cluster running? (`cargo xtask status`, or start one with `cargo xtask up 3`)")]
     NoEdges { seconds: u64 },
+    #[error("the canonical ({canonical}) did not answer, and image {id} is not cached on {edges}: check the canonical with `cargo xtask status` and `cargo xtask logs canonical`")]
+    OriginUnavailable {
+        id: ImageId,
+        canonical: String,
+        edges: String,
+    },
     #[error("no edge could serve image {id}: {last}")]
     Exhausted { id: ImageId, last: String },
     #[error("{0}")]
@@ -187,16 +196,32 @@ impl Client {
         up
     }
 
-    /// Fetches image `id`, trying its edges in routing order until one serves it.
+    /// Fetches image `id`, trying its edges in routing order until one serves it. An edge
+    /// that answers that the canonical did not answer it is alive; past it only
+    /// [`CLIENT_EDGES_AFTER_ORIGIN_DOWN`] more edges are asked (one may hold a replica), since
+    /// the rest would ask the same canonical.
     pub async fn get_image(&self, id: ImageId) -> Result<Fetched, ClientError> {
         let mut last = String::from("no edges configured");
+        let mut origin_down: Vec<NodeIndex> = Vec::new();
+        let mut asked_since = 0;
         for edge in self.route(id) {
+            if !origin_down.is_empty() {
+                if asked_since == CLIENT_EDGES_AFTER_ORIGIN_DOWN {
+                    break;
+                }
+                asked_since += 1;
+            }
             match self.get_from(edge, id).await {
                 Ok(fetched) => {
                     self.mark(edge, false);
                     return Ok(fetched);
                 }
                 Err(ClientError::NotFound(id)) => return Err(ClientError::NotFound(id)),
+                Err(ClientError::OriginUnavailable { .. }) => {
+                    tracing::debug!(%edge, "the canonical did not answer the edge");
+                    self.mark(edge, false);
+                    origin_down.push(edge);
+                }
                 Err(error) => {
                     tracing::debug!(%edge, %error, "edge failed; trying the next");
                     self.mark(edge, true);
@@ -204,7 +229,26 @@ impl Client {
                 }
             }
         }
+        if !origin_down.is_empty() {
+            return Err(self.origin_unavailable(id, &origin_down));
+        }
         Err(ClientError::Exhausted { id, last })
+    }
+
+    /// The error for an image no edge asked had cached while the canonical did not answer them.
+    fn origin_unavailable(&self, id: ImageId, edges: &[NodeIndex]) -> ClientError {
+        let names: Vec<String> = edges
+            .iter()
+            .map(|edge| match self.member(*edge) {
+                Some(member) => member.name.clone(),
+                None => format!("node {edge}"),
+            })
+            .collect();
+        ClientError::OriginUnavailable {
+            id,
+            canonical: self.cluster.canonical.name.clone(),
+            edges: names.join(" or "),
+        }
     }
 
     async fn get_from(&self, edge: NodeIndex, id: ImageId) -> Result<Fetched, ClientError> {
@@ -231,6 +275,10 @@ impl Client {
                 edge,
             }),
             Err(CallError::NotFound(id)) => Err(ClientError::NotFound(id)),
+            Err(CallError::Refused {
+                kind: ErrorKind::OriginUnavailable,
+                ..
+            }) => Err(self.origin_unavailable(id, &[edge])),
             Err(CallError::Net(error)) => Err(ClientError::Net(error)),
             Err(error) => Err(ClientError::Remote(error.to_string())),
         }
@@ -239,7 +287,17 @@ impl Client {
     /// The size of image `id`, from metadata only.
     pub async fn image_size(&self, id: ImageId) -> Result<u64, ClientError> {
         let mut last = String::from("no edges configured");
+        let mut origin_down: Vec<NodeIndex> = Vec::new();
+        let mut asked_since = 0;
         for edge in self.route(id) {
+            // As for images: past an edge the canonical did not answer, only the next may
+            // know the size from its cache.
+            if !origin_down.is_empty() {
+                if asked_since == CLIENT_EDGES_AFTER_ORIGIN_DOWN {
+                    break;
+                }
+                asked_since += 1;
+            }
             let Some(member) = self.member(edge) else {
                 continue;
             };
@@ -250,6 +308,10 @@ impl Client {
             match answer {
                 Ok(Ok(size)) => return Ok(size),
                 Ok(Err(CallError::NotFound(id))) => return Err(ClientError::NotFound(id)),
+                Ok(Err(CallError::Refused {
+                    kind: ErrorKind::OriginUnavailable,
+                    ..
+                })) => origin_down.push(edge),
                 Ok(Err(CallError::Net(error))) => {
                     self.mark(edge, true);
                     last = format!("node {edge}: {error}");
@@ -257,6 +319,9 @@ impl Client {
                 Ok(Err(error)) => last = format!("node {edge}: {error}"),
                 Err(_) => last = format!("node {edge}: no answer in time"),
             }
+        }
+        if !origin_down.is_empty() {
+            return Err(self.origin_unavailable(id, &origin_down));
         }
         Err(ClientError::Exhausted { id, last })
     }

@@ -38,13 +38,18 @@ enum RoutingArg {
 enum Command {
     /// Fetch image ID and save it (default: <ID>.<ext> in the current folder).
     GetImage {
+        /// Negative numbers are taken as ids so that they are refused as ids, in one line.
+        #[arg(allow_negative_numbers = true)]
         id: ImageId,
         /// Where to write the image.
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
     /// Print the size of image ID in bytes (from metadata; the image is not moved).
-    GetImageSize { id: ImageId },
+    GetImageSize {
+        #[arg(allow_negative_numbers = true)]
+        id: ImageId,
+    },
     /// Ping the canonical and every edge; exit 1 if any does not answer.
     Ping {
         #[arg(long)]
@@ -100,7 +105,10 @@ fn parse_range(text: &str) -> Result<(u64, u64), String> {
 
 fn main() -> ExitCode {
     net::logging::init("warn");
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(error) => return usage_error(&error),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -120,6 +128,40 @@ fn main() -> ExitCode {
                 .is_some_and(ClientError::is_bad_input);
             ExitCode::from(if bad_input { 2 } else { 1 })
         }
+    }
+}
+
+/// What a command line clap refused becomes: help and version as clap prints them, any other
+/// error as one line on stderr with exit code 2.
+fn usage_error(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match error.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = error.print();
+            ExitCode::from(error.exit_code() as u8)
+        }
+        _ => {
+            eprintln!("{}", one_line(error));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// clap's usage error in one line: its first paragraph (the error, and the arguments it lists),
+/// with its tip (if any) or a pointer to `--help` instead of the usage block after it.
+fn one_line(error: &clap::Error) -> String {
+    let text = error.to_string();
+    let mut lines = text.lines().map(str::trim);
+    let first: Vec<&str> = lines.by_ref().take_while(|line| !line.is_empty()).collect();
+    let first = match first.join(" ") {
+        joined if joined.is_empty() => "error: bad command line".to_string(),
+        joined => joined,
+    };
+    match lines.find_map(|line| line.strip_prefix("tip: ")) {
+        Some(tip) => format!("{first} ({tip})"),
+        None => format!("{first}; see `cargo client --help`"),
     }
 }
 
@@ -329,5 +371,54 @@ fn probe_json(probe: &Probe) -> StatusRow {
                 .collect()
         }),
         error: probe.error.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bad id is bad input: one line naming the value and what an id is, exit code 2.
+    #[test]
+    fn bad_image_ids_are_one_line_usage_errors() {
+        let cases = [
+            ("-1", "never negative"),
+            (
+                "18446744073709551616",
+                "the largest id is 18446744073709551615",
+            ),
+            ("abc", "expected a number"),
+        ];
+        for command in ["get-image", "get-image-size"] {
+            for (bad, says) in cases {
+                let error = Args::try_parse_from(["client", command, bad]).unwrap_err();
+                assert_eq!(error.exit_code(), 2, "{command} {bad}");
+                assert_eq!(usage_error(&error), ExitCode::from(2), "{command} {bad}");
+                let line = one_line(&error);
+                assert!(!line.contains('\n'), "{command} {bad}: {line:?}");
+                assert!(
+                    line.contains(&format!("`{bad}`")),
+                    "{command} {bad}: {line}"
+                );
+                assert!(line.contains(says), "{command} {bad}: {line}");
+            }
+        }
+        let Command::GetImage { id, .. } = Args::try_parse_from(["client", "get-image", "7"])
+            .expect("7 is an id")
+            .command
+        else {
+            panic!("get-image parses as get-image");
+        };
+        assert_eq!(id, ImageId(7));
+    }
+
+    #[test]
+    fn other_usage_errors_are_one_line_too() {
+        let error = Args::try_parse_from(["client", "get-image"]).unwrap_err();
+        let line = one_line(&error);
+        assert!(!line.contains('\n') && line.contains("<ID>"), "{line}");
+        let error = Args::try_parse_from(["client", "get-image", "1", "--bogus"]).unwrap_err();
+        let line = one_line(&error);
+        assert!(!line.contains('\n') && line.contains("--bogus"), "{line}");
     }
 }

@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use net::pool::NetError;
 use net::{CallError, Target};
 use tokio::sync::watch;
 use wire::limits::{ORIGIN_FETCH_TIMEOUT, REQUEST_TIMEOUT, UPSTREAM_BUDGET};
@@ -37,6 +38,17 @@ pub enum FetchError {
     DigestMismatch { id: ImageId, from: String },
     #[error("image {id} from {from} is not signed by the canonical; not cached")]
     BadSignature { id: ImageId, from: String },
+    /// The canonical could not be reached, by this edge or by the leader it asked. Answered
+    /// at once with its own error kind: another edge would ask the same canonical.
+    #[error(
+        "the canonical ({canonical}) did not answer ({reason}); image {id} is not cached on {edge}"
+    )]
+    OriginUnavailable {
+        id: ImageId,
+        canonical: String,
+        reason: String,
+        edge: String,
+    },
     #[error("image {id}: no upstream answered within {seconds} s")]
     OutOfTime { id: ImageId, seconds: u64 },
     #[error("the fetch of image {0} was abandoned (the node is shutting down)")]
@@ -50,6 +62,7 @@ impl FetchError {
             FetchError::NotFound(_) => ErrorKind::NotFound,
             FetchError::DigestMismatch { .. } => ErrorKind::DigestMismatch,
             FetchError::BadSignature { .. } => ErrorKind::BadSignature,
+            FetchError::OriginUnavailable { .. } => ErrorKind::OriginUnavailable,
             FetchError::Upstream { .. }
             | FetchError::OutOfTime { .. }
             | FetchError::Abandoned(_) => ErrorKind::Unavailable,
@@ -160,6 +173,10 @@ impl Node {
                     match result {
                         Ok(image) => break Some(image),
                         Err(FetchError::NotFound(id)) => return Err(FetchError::NotFound(id)),
+                        // The leader is alive and could not reach the canonical; asking it
+                        // ourselves would cost another connect timeout, past the client's
+                        // attempt, for the same answer.
+                        Err(error @ FetchError::OriginUnavailable { .. }) => return Err(error),
                         Err(error) => {
                             tracing::warn!(%id, %leader, %error, "leader fetch failed");
                             asked = Asked::Failed(leader);
@@ -182,15 +199,26 @@ impl Node {
                 self.metrics.origin_fetches.increment(1);
                 let left = deadline.saturating_duration_since(Instant::now());
                 let canonical = self.peers.canonical.clone();
-                tokio::time::timeout(
+                match tokio::time::timeout(
                     left.min(ORIGIN_FETCH_TIMEOUT),
                     self.fetch_from(&canonical, id),
                 )
                 .await
-                .map_err(|_| FetchError::OutOfTime {
-                    id,
-                    seconds: UPSTREAM_BUDGET.as_secs(),
-                })??
+                {
+                    Ok(fetched) => fetched?,
+                    Err(_) if left < ORIGIN_FETCH_TIMEOUT => {
+                        return Err(FetchError::OutOfTime {
+                            id,
+                            seconds: UPSTREAM_BUDGET.as_secs(),
+                        })
+                    }
+                    Err(_) => {
+                        let seconds = ORIGIN_FETCH_TIMEOUT.as_secs();
+                        return Err(
+                            self.origin_unavailable(id, format!("no image within {seconds} s"))
+                        );
+                    }
+                }
             }
         };
         let inserted = self.cache.insert(image.clone());
@@ -214,6 +242,23 @@ impl Node {
                 body: reply.body,
             }),
             Err(CallError::NotFound(id)) => Err(FetchError::NotFound(id)),
+            Err(CallError::Refused {
+                kind: ErrorKind::OriginUnavailable,
+                ..
+            }) => {
+                let reason = match target.role {
+                    Role::Node(leader) => format!("when the leader, node {leader}, asked"),
+                    _ => format!("{} says so", target.address),
+                };
+                Err(self.origin_unavailable(id, reason))
+            }
+            Err(CallError::Net(error))
+                if target.role == Role::Canonical && unreachable_reason(&error).is_some() =>
+            {
+                tracing::warn!(%id, canonical = %target.address, %error, "the canonical did not answer");
+                let reason = unreachable_reason(&error).unwrap_or_default();
+                Err(self.origin_unavailable(id, reason))
+            }
             Err(error) if error.is_bad_signature() => {
                 self.metrics.bad_signatures.increment(1);
                 tracing::warn!(%id, from = %target.address, %error, "unsigned image refused");
@@ -234,6 +279,15 @@ impl Node {
                 from: target.address.clone(),
                 source: Arc::new(error),
             }),
+        }
+    }
+
+    fn origin_unavailable(&self, id: ImageId, reason: String) -> FetchError {
+        FetchError::OriginUnavailable {
+            id,
+            canonical: self.peers.canonical.address.clone(),
+            reason,
+            edge: self.config.name.clone(),
         }
     }
 
@@ -274,5 +328,17 @@ impl Node {
                 }
             }
         }
+    }
+}
+
+/// Why a peer did not answer, in a few words for an error reply (the address is named
+/// beside it); `None` when it did answer, badly (a bad frame is not an unreachable peer).
+pub(crate) fn unreachable_reason(error: &NetError) -> Option<String> {
+    match error {
+        NetError::Timeout { seconds, .. } => Some(format!("no answer within {seconds} s")),
+        NetError::Connect { detail, .. } => Some(format!("cannot connect: {detail}")),
+        NetError::Resolve { detail, .. } => Some(format!("its address does not resolve: {detail}")),
+        NetError::Lost { detail, .. } => Some(format!("connection lost: {detail}")),
+        NetError::Bind { .. } | NetError::Tls(_) | NetError::Frame { .. } => None,
     }
 }

@@ -94,10 +94,18 @@ impl Peers {
                         () = shutdown.cancelled() => return,
                         _ = ticker.tick() => {}
                     }
-                    let started = Instant::now();
-                    let answered =
-                        tokio::time::timeout(PING_TIMEOUT, peers.pool.ping(&target)).await;
-                    let rtt = matches!(answered, Ok(Ok(_))).then(|| started.elapsed());
+                    // The dial is left to finish (it is bounded by the connect timeout), so
+                    // a fetch waiting on the same dial learns its outcome instead of dialling
+                    // again; the ping alone is timed.
+                    let rtt = match peers.pool.connection(&target).await {
+                        Ok(_) => {
+                            let started = Instant::now();
+                            let answered =
+                                tokio::time::timeout(PING_TIMEOUT, peers.pool.ping(&target)).await;
+                            matches!(answered, Ok(Ok(_))).then(|| started.elapsed())
+                        }
+                        Err(_) => None,
+                    };
                     peers.record(peer, rtt);
                     match rtt {
                         Some(rtt) => {

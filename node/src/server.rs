@@ -8,6 +8,7 @@ use quinn::{RecvStream, SendStream};
 use wire::message::ErrorKind;
 use wire::{Request, Response, Role};
 
+use crate::fetch::unreachable_reason;
 use crate::Node;
 
 impl Handler for Node {
@@ -80,6 +81,14 @@ impl Handler for Node {
 }
 
 impl Node {
+    /// The error message for a size the canonical could not be asked for.
+    fn no_size(&self, id: wire::ImageId, reason: &str) -> String {
+        format!(
+            "the canonical ({}) did not answer ({reason}); image {id} is not cached on {}",
+            self.peers.canonical.address, self.config.name
+        )
+    }
+
     async fn image_size(
         self: &Arc<Self>,
         id: wire::ImageId,
@@ -118,15 +127,24 @@ impl Node {
                 reply_error(send, kind, message).await;
                 "error"
             }
+            Ok(Err(CallError::Net(error))) if unreachable_reason(&error).is_some() => {
+                tracing::warn!(%peer, %error, "no size from the canonical");
+                let reason = unreachable_reason(&error).unwrap_or_default();
+                let message = self.no_size(id, &reason);
+                reply_error(send, ErrorKind::OriginUnavailable, message).await;
+                "error"
+            }
             Ok(Err(error)) => {
                 tracing::warn!(%peer, %error, "no size from the canonical");
-                let message = format!("canonical unreachable: {error}");
+                let message =
+                    format!("the canonical's answer about image {id} was unusable: {error}");
                 reply_error(send, ErrorKind::Unavailable, message).await;
                 "error"
             }
             Err(_) => {
-                let message = "canonical did not answer in time";
-                reply_error(send, ErrorKind::Unavailable, message).await;
+                let seconds = wire::limits::REQUEST_TIMEOUT.as_secs();
+                let message = self.no_size(id, &format!("no answer within {seconds} s"));
+                reply_error(send, ErrorKind::OriginUnavailable, message).await;
                 "error"
             }
         }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -113,7 +114,24 @@ impl Target {
     }
 }
 
-type Slot = Arc<tokio::sync::Mutex<Option<Connection>>>;
+/// One peer's pooled connection. Dials to a peer happen one at a time under `state`'s lock;
+/// `failed_dials` counts those that failed, so a caller that waited for another caller's dial
+/// takes that dial's failure instead of dialling again (a dead peer costs every waiter one
+/// [`CONNECT_TIMEOUT`], not one each in turn).
+#[derive(Default)]
+struct PeerSlot {
+    state: tokio::sync::Mutex<SlotState>,
+    failed_dials: AtomicU64,
+}
+
+#[derive(Default)]
+struct SlotState {
+    connection: Option<Connection>,
+    /// How the last dial failed, if it did.
+    last_failure: Option<NetError>,
+}
+
+type Slot = Arc<PeerSlot>;
 
 /// Keeps one live connection per target and reconnects when it drops. Images it fetches are
 /// checked against the canonical's signature with `origin` before their body is read.
@@ -171,25 +189,42 @@ impl Pool {
     /// The open connection to `target`, if there is one, without dialling.
     pub fn existing(&self, target: &Target) -> Option<Connection> {
         let slot = self.slot(target);
-        let guard = slot.try_lock().ok()?;
+        let guard = slot.state.try_lock().ok()?;
         guard
+            .connection
             .as_ref()
             .filter(|connection| connection.close_reason().is_none())
             .cloned()
     }
 
-    /// The live connection to `target`, dialling it if needed (one dial at a time per target).
+    /// The live connection to `target`, dialling it if needed (one dial at a time per target;
+    /// a caller that waited for a dial that failed gets that failure).
     pub async fn connection(&self, target: &Target) -> Result<Connection, NetError> {
         let slot = self.slot(target);
-        let mut guard = slot.lock().await;
-        if let Some(connection) = guard.as_ref() {
+        let failed_before = slot.failed_dials.load(Ordering::Acquire);
+        let mut guard = slot.state.lock().await;
+        if let Some(connection) = guard.connection.as_ref() {
             if connection.close_reason().is_none() {
                 return Ok(connection.clone());
             }
         }
-        let connection = self.dial(target).await?;
-        *guard = Some(connection.clone());
-        Ok(connection)
+        if slot.failed_dials.load(Ordering::Acquire) != failed_before {
+            if let Some(failure) = guard.last_failure.as_ref() {
+                return Err(repeat_dial_failure(failure, &target.address));
+            }
+        }
+        match self.dial(target).await {
+            Ok(connection) => {
+                guard.connection = Some(connection.clone());
+                guard.last_failure = None;
+                Ok(connection)
+            }
+            Err(error) => {
+                guard.last_failure = Some(repeat_dial_failure(&error, &target.address));
+                slot.failed_dials.fetch_add(1, Ordering::AcqRel);
+                Err(error)
+            }
+        }
     }
 
     async fn dial(&self, target: &Target) -> Result<Connection, NetError> {
@@ -288,6 +323,29 @@ async fn exchange(
         recv,
         address: address.to_string(),
     })
+}
+
+/// A copy of a dial's failure for the callers that waited on that dial. Dials fail with
+/// `Resolve`, `Connect` or `Timeout`, which copy exactly; anything else keeps its wording.
+fn repeat_dial_failure(error: &NetError, address: &str) -> NetError {
+    match error {
+        NetError::Resolve { address, detail } => NetError::Resolve {
+            address: address.clone(),
+            detail: detail.clone(),
+        },
+        NetError::Connect { address, detail } => NetError::Connect {
+            address: address.clone(),
+            detail: detail.clone(),
+        },
+        NetError::Timeout { address, seconds } => NetError::Timeout {
+            address: address.clone(),
+            seconds: *seconds,
+        },
+        other => NetError::Connect {
+            address: address.to_string(),
+            detail: other.to_string(),
+        },
+    }
 }
 
 /// Resolves `host:port`, preferring IPv4 (endpoints bind IPv4 sockets).

@@ -33,6 +33,9 @@ enum Origin {
     Canonical,
     /// A handler of the test's own, answering in the canonical's role.
     Custom(OriginStarter),
+    /// Nothing: the origin's address is bound and never answers (a paused or unplugged
+    /// canonical, whose packets vanish instead of being refused).
+    Silent,
 }
 
 /// What to start; see [`TestCluster::builder`].
@@ -106,6 +109,12 @@ impl Builder {
         self
     }
 
+    /// An origin whose address answers nothing at all: every dial to it times out.
+    pub fn silent_origin(mut self) -> Self {
+        self.origin = Origin::Silent;
+        self
+    }
+
     /// Binds every socket, then starts the origin and the edges.
     pub async fn start(self) -> TestCluster {
         let dir = tempfile::tempdir().expect("creating a temp dir");
@@ -135,6 +144,7 @@ impl Builder {
         };
 
         let origin_shutdown = CancellationToken::new();
+        let mut silent_origin = None;
         let canonical = match self.origin {
             Origin::Canonical => Some(
                 canonical::start(
@@ -159,6 +169,10 @@ impl Builder {
                 let endpoint = net::endpoint(origin_socket, &credentials(Role::Canonical), true)
                     .expect("an endpoint for the custom origin");
                 start(endpoint, origin_shutdown.clone());
+                None
+            }
+            Origin::Silent => {
+                silent_origin = Some(origin_socket);
                 None
             }
         };
@@ -210,6 +224,7 @@ impl Builder {
             origin,
             canonical,
             origin_shutdown,
+            _silent_origin: silent_origin,
             nodes,
             file,
         }
@@ -232,6 +247,8 @@ pub struct TestCluster {
     pub origin: SocketAddr,
     canonical: Option<canonical::Running>,
     origin_shutdown: CancellationToken,
+    /// A silent origin's socket, held so that nothing else takes its port.
+    _silent_origin: Option<UdpSocket>,
     pub nodes: BTreeMap<NodeIndex, TestNode>,
     /// What a client reads from `.cluster/cluster.toml`, for this cluster.
     pub file: ClusterFile,
@@ -247,7 +264,16 @@ impl TestCluster {
     pub fn canonical(&self) -> &canonical::Running {
         self.canonical
             .as_ref()
-            .expect("this cluster runs a custom origin, not the canonical")
+            .expect("this cluster runs a custom origin, or its canonical was stopped")
+    }
+
+    /// Stops the origin as a crash would look to the edges: its endpoint closed, its address
+    /// answering nothing. Edges keep running and serve what they cached.
+    pub async fn stop_origin(&mut self) {
+        self.origin_shutdown.cancel();
+        if let Some(canonical) = self.canonical.take() {
+            let _ = tokio::time::timeout(STOP_TIMEOUT, canonical.task).await;
+        }
     }
 
     /// A client with a fresh client certificate.

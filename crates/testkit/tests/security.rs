@@ -165,6 +165,59 @@ async fn malformed_and_oversized_frames_never_stop_a_server() {
     client.get_image(ImageId(8)).await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_header_gets_a_plain_sentence_not_decoder_debug_text() {
+    let cluster = TestCluster::builder().start().await;
+    let pool = pool_with(&credentials(Role::Client));
+    let node = Target::new(cluster.file.nodes[0].quic.clone(), Role::Node(NodeIndex(1)));
+    let canonical = Target::new(cluster.origin.to_string(), Role::Canonical);
+    let frame = |cbor: &[u8]| {
+        let mut frame = (cbor.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(cbor);
+        frame
+    };
+    let mut wrong_shape = Vec::new();
+    ciborium::into_writer(&("not", "a", "request"), &mut wrong_shape).unwrap();
+    let mut unknown_kind = Vec::new();
+    ciborium::into_writer(
+        &std::collections::BTreeMap::from([("Reboot", 1)]),
+        &mut unknown_kind,
+    )
+    .unwrap();
+    let frames: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage cbor", frame(&[0xbf, 0xff, 0x13, 0x37, 0xde, 0xad])),
+        ("wrong shape", frame(&wrong_shape)),
+        ("unknown request kind", frame(&unknown_kind)),
+        ("invalid cbor", frame(&[0x1c, 0x00])),
+        ("cut short", frame(&[0x82, 0x01])),
+    ];
+    for target in [&node, &canonical] {
+        for (what, bytes) in &frames {
+            let reply = send_raw(&pool, target, bytes).await;
+            let Some(Response::Error {
+                kind: ErrorKind::BadRequest,
+                message,
+            }) = reply
+            else {
+                panic!("{what} to {}: no bad-request reply: {reply:?}", target.role);
+            };
+            assert!(
+                message.starts_with("the header is not a valid Flotilla message: "),
+                "{what} to {}: the reply must say what was wrong: {message}",
+                target.role
+            );
+            for debug in ["Semantic(", "Syntax(", "Io(", "Some(", "None", "Recursion"] {
+                assert!(
+                    !message.contains(debug),
+                    "{what} to {}: debug text `{debug}` in {message:?}",
+                    target.role
+                );
+            }
+            assert!(!message.contains('\n'), "{what}: one line: {message:?}");
+        }
+    }
+}
+
 /// An "origin" holding the canonical's certificate that corrupts every body it sends (after
 /// signing the metadata of the uncorrupted one).
 struct CorruptingOrigin(wire::OriginSigner);

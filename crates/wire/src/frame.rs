@@ -17,7 +17,9 @@ pub enum FrameError {
     Truncated,
     #[error("header of {0} bytes exceeds the limit of {MAX_HEADER_BYTES} bytes")]
     HeaderTooLarge(u32),
-    #[error("malformed header: {0}")]
+    /// The header's bytes are not a message of this protocol; the reason is a plain
+    /// sentence (see [`describe_decode_error`]), never the decoder's debug text.
+    #[error("the header is not a valid Flotilla message: {0}")]
     Malformed(String),
     #[error("body of {0} bytes exceeds the limit of {MAX_IMAGE_BYTES} bytes")]
     BodyTooLarge(u64),
@@ -38,7 +40,8 @@ pub enum FrameError {
 /// Encodes `header` as CBOR behind its length prefix, in one buffer.
 pub fn encode_header<T: Serialize>(header: &T) -> Result<Vec<u8>, FrameError> {
     let mut buffer = vec![0u8; 4];
-    ciborium::into_writer(header, &mut buffer).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    ciborium::into_writer(header, &mut buffer)
+        .map_err(|error| FrameError::Malformed(describe_encode_error(error)))?;
     let length = (buffer.len() - 4) as u32;
     if length > MAX_HEADER_BYTES {
         return Err(FrameError::HeaderTooLarge(length));
@@ -59,7 +62,29 @@ pub fn header_length(prefix: [u8; 4]) -> Result<usize, FrameError> {
 
 /// Decodes a CBOR header (the bytes after the length prefix).
 pub fn decode_header<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
-    ciborium::from_reader(bytes).map_err(|e| FrameError::Malformed(e.to_string()))
+    ciborium::from_reader(bytes)
+        .map_err(|error| FrameError::Malformed(describe_decode_error(error)))
+}
+
+/// A CBOR decoding failure as a plain sentence. ciborium's `Display` is its `Debug`
+/// (`Semantic(None, "…")`), which must not reach an error reply or a terminal.
+pub fn describe_decode_error<E>(error: ciborium::de::Error<E>) -> String {
+    use ciborium::de::Error;
+    match error {
+        Error::Io(_) => "it ends in the middle of a value".to_string(),
+        Error::Syntax(offset) => format!("byte {offset} is not valid CBOR"),
+        Error::Semantic(Some(offset), reason) => format!("{reason} (at byte {offset})"),
+        Error::Semantic(None, reason) => reason,
+        Error::RecursionLimitExceeded => "its values are nested too deeply".to_string(),
+    }
+}
+
+/// A CBOR encoding failure as a plain sentence (see [`describe_decode_error`]).
+pub fn describe_encode_error<E: std::fmt::Display>(error: ciborium::ser::Error<E>) -> String {
+    match error {
+        ciborium::ser::Error::Io(error) => format!("it could not be written: {error}"),
+        ciborium::ser::Error::Value(reason) => reason,
+    }
 }
 
 /// Decodes one whole frame held in memory: the length prefix and exactly that many header
@@ -153,6 +178,41 @@ mod tests {
         bytes.extend_from_slice(&[0xff, 0x13, 0x00, 0xba, 0xad, 0xf0, 0x0d, 0x99]);
         let error = decode_frame::<Response>(&bytes).unwrap_err();
         assert!(matches!(error, FrameError::Malformed(_)), "{error}");
+    }
+
+    #[test]
+    fn malformed_headers_are_described_in_plain_words() {
+        let mut wrong_shape = Vec::new();
+        ciborium::into_writer(&("not", "a", "request"), &mut wrong_shape).unwrap();
+        let cases: [(&str, Vec<u8>, &str); 4] = [
+            ("wrong shape", wrong_shape, "expected enum"),
+            (
+                "reserved cbor",
+                vec![0x1c, 0x00],
+                "byte 0 is not valid CBOR",
+            ),
+            (
+                "cut short",
+                vec![0xa1, 0x68, b'G', b'e'],
+                "it ends in the middle of a value",
+            ),
+            (
+                "garbage",
+                vec![0xff, 0x13, 0x00, 0xba],
+                "invalid type: break",
+            ),
+        ];
+        for (what, cbor, says) in cases {
+            let message = decode_header::<Request>(&cbor).unwrap_err().to_string();
+            assert!(
+                message.starts_with("the header is not a valid Flotilla message: ")
+                    && message.contains(says),
+                "{what}: {message}"
+            );
+            for debug in ["Semantic(", "Syntax(", "Io(", "Some(", "None"] {
+                assert!(!message.contains(debug), "{what}: {message}");
+            }
+        }
     }
 
     #[test]

@@ -42,11 +42,29 @@ impl fmt::Display for ImageId {
 impl FromStr for ImageId {
     type Err = String;
 
+    /// The error says what was wrong with the text and what an id looks like.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        text.trim()
-            .parse::<u64>()
-            .map(ImageId)
-            .map_err(|_| format!("`{text}` is not an image id (expected a number such as 123)"))
+        let trimmed = text.trim();
+        let digits = trimmed.strip_prefix('+').unwrap_or(trimmed);
+        trimmed.parse::<u64>().map(ImageId).map_err(|error| {
+            let whole = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+            let negative = trimmed
+                .strip_prefix('-')
+                .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()));
+            if negative {
+                format!(
+                    "`{text}` is not an image id: ids are never negative (0 to {})",
+                    u64::MAX
+                )
+            } else if whole || *error.kind() == std::num::IntErrorKind::PosOverflow {
+                format!(
+                    "`{text}` is not an image id: the largest id is {}",
+                    u64::MAX
+                )
+            } else {
+                format!("`{text}` is not an image id (expected a number such as 123)")
+            }
+        })
     }
 }
 

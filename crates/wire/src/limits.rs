@@ -97,6 +97,11 @@ pub const UPSTREAM_BUDGET: Duration = Duration::from_secs(
 /// way, so a failover joins that fetch instead of starting another one at the origin.
 pub const CLIENT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
 
+/// Edges the client still asks for an image after one answered that the canonical did not
+/// answer it (`ErrorKind::OriginUnavailable`): every edge would ask the same canonical, so only
+/// the next in routing order, which the leader replicates the image to, may be worth asking.
+pub const CLIENT_EDGES_AFTER_ORIGIN_DOWN: usize = 1;
+
 /// After the first edge answers, how long the client waits for the others to connect.
 /// Handshakes on one machine take milliseconds; a slower edge is tried after the ones that
 /// answered.

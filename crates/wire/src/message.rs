@@ -141,6 +141,10 @@ pub enum ErrorKind {
     DigestMismatch,
     /// Something the server depends on is unreachable; retrying elsewhere may help.
     Unavailable,
+    /// The image is not cached here and the canonical did not answer (the edge, or its leader,
+    /// could not reach it). Another edge would ask the same canonical, so only one that may
+    /// already hold the image is worth asking.
+    OriginUnavailable,
     /// A request from an older election term.
     StaleTerm,
     /// A replica pushed by an edge that does not lead the receiver's current term.

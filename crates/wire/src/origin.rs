@@ -160,7 +160,7 @@ impl OriginSigner {
     /// call (and `net::tls::Credentials::origin_signer` only offers the canonical's).
     pub fn from_der(certificate: &[u8], pkcs8_key: &[u8]) -> Result<OriginSigner, SignerError> {
         let (rest, parsed) = X509Certificate::from_der(certificate)
-            .map_err(|e| SignerError::Certificate(e.to_string()))?;
+            .map_err(|e| SignerError::Certificate(describe_der_error(e)))?;
         if !rest.is_empty() {
             return Err(SignerError::Certificate(
                 "trailing bytes after the certificate".to_string(),
@@ -251,11 +251,22 @@ impl fmt::Debug for OriginTrust {
     }
 }
 
+/// A certificate that did not parse, as a plain phrase: nom's `Display` is the error's
+/// `Debug` (`Parsing Error: Der(…)`), which must not reach an error reply or a terminal.
+fn describe_der_error(error: x509_parser::nom::Err<x509_parser::error::X509Error>) -> String {
+    match error {
+        x509_parser::nom::Err::Incomplete(_) => "it ends before the certificate does".to_string(),
+        x509_parser::nom::Err::Error(error) | x509_parser::nom::Err::Failure(error) => {
+            format!("it is not a valid X.509 certificate ({error})")
+        }
+    }
+}
+
 impl OriginTrust {
     /// Trusts the canonical certificates issued by the CA whose certificate (DER) is `ca`.
     pub fn from_ca_der(ca: &[u8]) -> Result<OriginTrust, SealError> {
-        let (_, parsed) =
-            X509Certificate::from_der(ca).map_err(|e| SealError::Malformed(e.to_string()))?;
+        let (_, parsed) = X509Certificate::from_der(ca)
+            .map_err(|e| SealError::Malformed(describe_der_error(e)))?;
         Ok(OriginTrust {
             ca_subject: parsed.subject().as_raw().to_vec(),
             ca_public_key: parsed.public_key().subject_public_key.data.to_vec(),
@@ -340,7 +351,7 @@ impl OriginTrust {
     /// itself, allowed to sign, and naming the canonical role.
     fn check_certificate(&self, certificate: &[u8]) -> Result<TrustedKey, SealError> {
         let (rest, parsed) = X509Certificate::from_der(certificate)
-            .map_err(|e| SealError::Malformed(e.to_string()))?;
+            .map_err(|e| SealError::Malformed(describe_der_error(e)))?;
         if !rest.is_empty() {
             return Err(SealError::Malformed(
                 "trailing bytes after the certificate".to_string(),
@@ -486,10 +497,22 @@ mod tests {
         assert!(trust.verify(ca_signed).is_err());
         let mut garbage = signer(&ca, Role::Canonical).sign(meta(b"x")).unwrap();
         garbage.seal.certificate.truncate(40);
-        assert!(matches!(
-            trust.verify(garbage),
-            Err(SealError::Malformed(_))
-        ));
+        let error = trust.verify(garbage).unwrap_err();
+        assert!(matches!(error, SealError::Malformed(_)), "{error}");
+        let message = error.to_string();
+        assert!(
+            !message.contains("Parsing") && !message.contains("Der("),
+            "decoder debug text in {message:?}"
+        );
+        let mut junk = signer(&ca, Role::Canonical).sign(meta(b"x")).unwrap();
+        junk.seal.certificate = vec![0x30, 0x03, 0x02, 0x01, 0x01];
+        let message = trust.verify(junk).unwrap_err().to_string();
+        assert!(
+            message.contains("not a valid X.509 certificate")
+                && !message.contains("Parsing")
+                && !message.contains("Der("),
+            "decoder debug text in {message:?}"
+        );
     }
 
     #[test]
