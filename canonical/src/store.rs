@@ -203,6 +203,9 @@ impl Store {
                         format!("{} bytes, catalogued {}", found.size, record.size)
                     },
                 }),
+                // A sample the store wrote but had not catalogued yet when it stopped: the
+                // generator is its truth, so it is made again on first use, not trusted.
+                None if id.0 <= samples && found.file == format!("{id}.png") => {}
                 None => {
                     catalog.insert(*id, found.record()?);
                     added = true;
@@ -770,6 +773,20 @@ mod tests {
         let (store, notices) = open(dir.path(), 10);
         assert!(notices.is_empty(), "{notices:?}");
         assert_eq!(store.read(ImageId(3)).unwrap().unwrap().1, body);
+    }
+
+    #[test]
+    fn an_uncatalogued_sample_file_is_made_again_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let generated = samples::sample_png(4).unwrap();
+        let mut damaged = generated.clone();
+        damaged[100] ^= 1;
+        // As if the store wrote it and stopped before the catalog did, then it rotted.
+        std::fs::write(dir.path().join("4.png"), &damaged).unwrap();
+        let (store, notices) = open(dir.path(), 10);
+        assert!(notices.is_empty(), "{notices:?}");
+        assert_eq!(store.read(ImageId(4)).unwrap().unwrap().1, generated);
+        assert_eq!(std::fs::read(dir.path().join("4.png")).unwrap(), generated);
     }
 
     #[test]
