@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use wire::limits::MAX_CATALOG_BYTES;
 use wire::{Digest, ImageId};
 
 /// The first line of every catalog file.
@@ -23,9 +24,6 @@ const HEADER: &str = "flotilla catalog v1";
 
 /// Name of the catalog file inside the images folder when no other place is given.
 pub const DEFAULT_FILE_NAME: &str = ".flotilla-catalog";
-
-/// Largest catalog file read: about a hundred bytes per image, for a million images.
-const MAX_CATALOG_BYTES: u64 = 128 * 1024 * 1024;
 
 /// What the catalog holds about one image.
 #[derive(Clone, Debug, PartialEq, Eq)]
