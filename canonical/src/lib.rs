@@ -6,6 +6,8 @@
 //! within [`wire::limits::REPLY_SEND_DEADLINE`], so what a reader can make the canonical hold
 //! is bounded by [`net::server::ServerLimits::ORIGIN`], not by the images it asks for.
 
+pub mod catalog;
+pub mod folder;
 pub mod samples;
 pub mod store;
 
@@ -24,7 +26,8 @@ use wire::limits::BODY_CHUNK_BYTES;
 use wire::message::ErrorKind;
 use wire::{CacheOutcome, ImageId, OriginSigner, Request, Response, Role};
 
-pub use store::{ImageReader, Store, StoreError};
+pub use folder::Notice;
+pub use store::{reindex, ImageReader, Reindexed, Store, StoreError};
 
 /// Everything the canonical needs to run.
 pub struct Config {
@@ -36,6 +39,8 @@ pub struct Config {
     pub metrics: Option<net::MetricsListen>,
     /// Folder of `<id>.<ext>` files.
     pub data: PathBuf,
+    /// The catalog file; `None` keeps it beside the images ([`store::default_catalog_path`]).
+    pub catalog: Option<PathBuf>,
     /// Generate sample PNGs for ids 1..=samples that are missing (0: none).
     pub samples: u64,
     pub credentials: Credentials,
@@ -60,7 +65,14 @@ struct Canonical {
     /// Bytes of image bodies read from disk for replies and not yet taken by QUIC
     /// (`flotilla_reply_buffer_bytes`): what stalled readers make the canonical hold.
     reply_bytes: metrics::Gauge,
+    /// Replies refused because the file no longer matches the catalog
+    /// (`flotilla_corrupt_images_total`).
+    corrupt_images: metrics::Counter,
 }
+
+/// Name of the counter of replies refused because the image's file no longer matches the
+/// catalog, before or while it was sent.
+pub const CORRUPT_IMAGES_COUNTER: &str = "flotilla_corrupt_images_total";
 
 /// Name of the gauge of body bytes held for replies (see `Canonical::reply_bytes`).
 pub const REPLY_BUFFER_GAUGE: &str = "flotilla_reply_buffer_bytes";
@@ -93,10 +105,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .origin_signer()
         .context("the canonical's certificate and key must sign image metadata")?;
     let data = config.data.clone();
+    let catalog = config
+        .catalog
+        .clone()
+        .unwrap_or_else(|| store::default_catalog_path(&data));
     let samples = config.samples;
-    let store = tokio::task::spawn_blocking(move || Store::open(&data, samples))
-        .await
-        .context("opening the image store")??;
+    let (store, notices) =
+        tokio::task::spawn_blocking(move || Store::open(&data, &catalog, samples))
+            .await
+            .context("opening the image store")??;
+    for notice in &notices {
+        tracing::warn!("{notice}");
+    }
     if samples > 0 {
         let store = store.clone();
         let stop = shutdown.clone();
@@ -118,12 +138,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         REPLY_BUFFER_GAUGE,
         "Image body bytes read from disk for replies and not yet taken by QUIC",
     );
+    let corrupt_images = bound.registry.counter(
+        CORRUPT_IMAGES_COUNTER,
+        "Image replies refused because the file no longer matches the catalog",
+        &[],
+    );
     let canonical = Arc::new(Canonical {
         name: config.name,
         store,
         signer,
         registry: bound.registry.clone(),
         reply_bytes,
+        corrupt_images,
     });
     tracing::info!(quic = %bound.quic, metrics = ?bound.metrics, "canonical serving");
     let task = tokio::spawn(net::server::serve_with(
@@ -152,12 +178,14 @@ impl Canonical {
     async fn with_store<T: Send + 'static>(
         &self,
         operation: impl FnOnce(&Store) -> Result<Option<T>, store::StoreError> + Send + 'static,
-    ) -> Result<Option<T>, String> {
+    ) -> Result<Option<T>, StoreError> {
         let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || operation(&store)).await {
-            Ok(result) => result.map_err(|error| error.to_string()),
-            Err(error) => Err(error.to_string()),
-        }
+        tokio::task::spawn_blocking(move || operation(&store))
+            .await
+            .map_err(|error| StoreError::Io {
+                path: "a blocking read".to_string(),
+                source: std::io::Error::other(error),
+            })?
     }
 }
 
@@ -170,21 +198,13 @@ impl Canonical {
                 reply_error(send, ErrorKind::NotFound, not_found(id)).await;
                 return "not_found";
             }
-            Err(error) => {
-                tracing::error!(%id, %error, "cannot serve image");
-                reply_error(send, ErrorKind::Internal, error).await;
-                return "error";
-            }
+            Err(error) => return self.refuse(send, id, error).await,
         };
         // The first chunk is read before the header, so an unreadable file (or a changed one
         // that fits in a chunk) gets an error reply rather than a reset stream.
         let (mut reader, mut chunk) = match read_chunk(reader).await {
             Ok(read) => read,
-            Err(error) => {
-                tracing::error!(%id, %error, "cannot serve image");
-                reply_error(send, ErrorKind::Internal, error.to_string()).await;
-                return "error";
-            }
+            Err(error) => return self.refuse(send, id, error).await,
         };
         let meta = match self.signer.sign(reader.meta().clone()) {
             Ok(signed) => signed,
@@ -215,8 +235,9 @@ impl Canonical {
                 // The bytes sent so far are not a body: resetting withholds the rest, so the
                 // reader's read fails instead of completing (and its digest check never runs
                 // on a short body).
-                Err(error @ StoreError::Corrupt(_)) => {
+                Err(error) if error.is_corrupt() => {
                     tracing::error!(%id, %error, "image changed on disk mid-reply; reset");
+                    self.corrupt_images.increment(1);
                     sender.reset(RESET_CORRUPT);
                     return "corrupt";
                 }
@@ -227,6 +248,22 @@ impl Canonical {
                 }
             };
         }
+    }
+}
+
+impl Canonical {
+    /// Answers a request for `id` that the store refused, before any of the body went out:
+    /// one error reply naming the image and the file. Returns the outcome.
+    async fn refuse(&self, send: &mut SendStream, id: ImageId, error: StoreError) -> &'static str {
+        tracing::error!(%id, %error, "cannot serve image");
+        let outcome = if error.is_corrupt() {
+            self.corrupt_images.increment(1);
+            "corrupt"
+        } else {
+            "error"
+        };
+        reply_error(send, ErrorKind::Internal, error.to_string()).await;
+        outcome
     }
 }
 
@@ -293,7 +330,7 @@ impl net::server::Handler for Canonical {
                     "not_found"
                 }
                 Err(error) => {
-                    reply_error(&mut send, ErrorKind::Internal, error).await;
+                    reply_error(&mut send, ErrorKind::Internal, error.to_string()).await;
                     "error"
                 }
             },

@@ -22,6 +22,14 @@ struct Args {
     /// Folder of `<id>.<ext>` image files.
     #[arg(long, default_value = "/data")]
     data: PathBuf,
+    /// The catalog of digests every read is checked against [default: `.flotilla-catalog`
+    /// in the --data folder]; give a writable place when that folder is read-only.
+    #[arg(long, value_name = "PATH")]
+    catalog: Option<PathBuf>,
+    /// Accept the --data folder as it is now: rebuild the catalog from its files, print one
+    /// line per image added, changed or removed, and exit (without serving).
+    #[arg(long)]
+    reindex: bool,
     /// Generate deterministic sample PNGs for ids 1..=N that are missing.
     #[arg(long, default_value_t = 0)]
     samples: u64,
@@ -32,7 +40,35 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if args.reindex {
+        return net::signals::main("warn", || reindex(&args));
+    }
     net::signals::main("info", || run(args))
+}
+
+/// `--reindex`: what changed goes to stdout, one line each, then a summary line.
+fn reindex(args: &Args) -> anyhow::Result<()> {
+    let catalog = args
+        .catalog
+        .clone()
+        .unwrap_or_else(|| canonical::store::default_catalog_path(&args.data));
+    let reindexed = canonical::reindex(&args.data, &catalog)
+        .with_context(|| format!("reindexing {}", args.data.display()))?;
+    let changes = reindexed
+        .notices
+        .iter()
+        .filter(|notice| !matches!(notice, canonical::Notice::Skipped { .. }))
+        .count();
+    for notice in &reindexed.notices {
+        println!("{notice}");
+    }
+    println!(
+        "reindexed {}: {} images catalogued in {}, {changes} changes",
+        args.data.display(),
+        reindexed.images,
+        catalog.display()
+    );
+    Ok(())
 }
 
 #[tokio::main]
@@ -46,6 +82,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             listen: args.listen.into(),
             metrics: Some(args.metrics.into()),
             data: args.data,
+            catalog: args.catalog,
             samples: args.samples,
             credentials,
         },

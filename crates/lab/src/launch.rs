@@ -1,6 +1,8 @@
 //! The command line of each member, the same for both runtimes; only the addresses, the
 //! certificate folder and the data folder differ between a container and a local process.
 
+use std::path::Path;
+
 use crate::state::{MemberState, Options};
 
 /// How many sample images the canonical makes when no `--images` folder is given.
@@ -18,6 +20,9 @@ pub struct Placement {
     pub data: String,
     /// Whether the canonical generates sample images into `data`.
     pub samples: bool,
+    /// The canonical's catalog file when it cannot live in `data` (a read-only `--images`
+    /// folder); `None` keeps it beside the images.
+    pub catalog: Option<String>,
     /// QUIC address of the canonical (nodes only).
     pub canonical: String,
     /// QUIC address of every node, node 1 first, this one included.
@@ -37,6 +42,9 @@ pub fn member_args(member: &MemberState, placement: &Placement, options: &Option
         push("--metrics", placement.metrics.clone());
         push("--data", placement.data.clone());
         push("--certs", placement.certs.clone());
+        if let Some(catalog) = &placement.catalog {
+            push("--catalog", catalog.clone());
+        }
         if placement.samples {
             push("--samples", SAMPLE_COUNT.to_string());
         }
@@ -61,6 +69,22 @@ pub fn member_args(member: &MemberState, placement: &Placement, options: &Option
     args
 }
 
+/// The canonical's arguments for the one-shot `--reindex` run: the same folder and catalog
+/// as when it serves.
+pub fn reindex_args(canonical: &MemberState, placement: &Placement) -> Vec<String> {
+    let mut args = member_args(canonical, placement, &Options::default());
+    args.push("--reindex".to_string());
+    args
+}
+
+/// The file name of the catalog of an `--images` folder, kept in the cluster's writable
+/// state: one per folder (named by a hash of its host path), so that serving another folder
+/// never compares it with the catalog of the last one.
+pub fn images_catalog_name(images: &Path) -> String {
+    let digest = wire::Digest::of(images.as_os_str().as_encoded_bytes());
+    format!("images-{}.catalog", &digest.to_hex()[..16])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,6 +106,7 @@ mod tests {
             certs: "/certs".into(),
             data: "/data".into(),
             samples: true,
+            catalog: None,
             canonical: "demo_canonical:7000".into(),
             peers: vec!["demo_node_1:7000".into(), "demo_node_2:7000".into()],
         }
@@ -111,7 +136,23 @@ mod tests {
         );
         let mut own_images = placement();
         own_images.samples = false;
+        own_images.catalog = Some("/data/catalogs/images-0123.catalog".into());
         let args = member_args(&member(0), &own_images, &Options::default());
         assert!(!args.contains(&"--samples".to_string()));
+        assert!(
+            args.join(" ")
+                .ends_with("--certs /certs --catalog /data/catalogs/images-0123.catalog"),
+            "{args:?}"
+        );
+        let reindex = reindex_args(&member(0), &own_images);
+        assert_eq!(reindex.last().map(String::as_str), Some("--reindex"));
+    }
+
+    #[test]
+    fn each_images_folder_has_its_own_catalog() {
+        let first = images_catalog_name(Path::new("/home/me/photos"));
+        assert!(first.starts_with("images-") && first.ends_with(".catalog"));
+        assert_eq!(first, images_catalog_name(Path::new("/home/me/photos")));
+        assert_ne!(first, images_catalog_name(Path::new("/home/me/other")));
     }
 }

@@ -100,6 +100,12 @@ impl Project {
     pub fn canonical_data_dir(&self) -> PathBuf {
         self.cluster_dir.join("data").join("canonical")
     }
+
+    /// Catalogs of `--images` folders (process runtime): the canonical's writable state
+    /// when its images folder is the user's.
+    pub fn catalogs_dir(&self) -> PathBuf {
+        self.cluster_dir.join("data").join("catalogs")
+    }
 }
 
 /// Cargo's target folder: the one holding this very binary when run by `cargo xtask`

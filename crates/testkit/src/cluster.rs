@@ -153,6 +153,7 @@ impl Builder {
                         listen: Listen::Bound(origin_socket),
                         metrics: metrics_listener(),
                         data: data.clone(),
+                        catalog: None,
                         samples: if self.images.is_some() {
                             0
                         } else {

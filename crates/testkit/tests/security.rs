@@ -11,7 +11,7 @@ use net::tls::Credentials;
 use net::CallError;
 use testkit::{credentials, origin_signer, pool_with, TestCluster};
 use wire::election::{ElectionKind, ElectionMessage};
-use wire::limits::{BODY_CHUNK_BYTES, ORIGIN_CONNECTIONS_PER_PEER};
+use wire::limits::{BODY_CHUNK_BYTES, ORIGIN_CONNECTIONS_PER_PEER, STREAM_RECEIVE_WINDOW};
 use wire::message::ErrorKind;
 use wire::pki::ClusterCa;
 use wire::Role;
@@ -351,33 +351,49 @@ async fn a_bad_replica_is_refused_for_what_is_wrong_with_it_and_not_cached() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_changed_on_the_canonical_disk_is_never_served_whole() {
     let images = tempfile::tempdir().unwrap();
-    let size = 3 * BODY_CHUNK_BYTES + 5;
+    // Larger than a stream's receive window: the canonical cannot have read the end of the
+    // file before the reader takes most of the body, so a change made once the reply has
+    // started is read mid-stream.
+    let size = STREAM_RECEIVE_WINDOW as usize + 64 * BODY_CHUNK_BYTES + 5;
     let body: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
-    std::fs::write(images.path().join("21.png"), &body).unwrap();
+    let path = images.path().join("21.png");
+    std::fs::write(&path, &body).unwrap();
     let cluster = TestCluster::builder()
         .nodes(1)
         .replicas(1)
         .images(images.path())
         .start()
         .await;
-    // Same length, one byte changed in the last chunk: only the digest of the whole stream
-    // can tell, after most of the body has gone out.
-    let mut changed = body;
-    changed[size - 2] ^= 1;
-    std::fs::write(images.path().join("21.png"), &changed).unwrap();
-
     let pool = pool_with(&credentials(Role::Client));
     let canonical = Target::new(cluster.origin.to_string(), Role::Canonical);
-    let error = pool
-        .get_image(&canonical, ImageId(21))
+    let mut exchange = pool
+        .call(&canonical, &Request::GetImage { id: ImageId(21) }, None)
         .await
-        .err()
-        .expect("a file changed behind the catalog must not be served");
+        .unwrap();
+    let Response::Image { meta, .. } = exchange.response.clone() else {
+        panic!("no image header: {:?}", exchange.response);
+    };
+    // The file matched when the reply started. Same length, one byte changed in the last
+    // chunk: only the digest of the whole stream can tell, after most of the body went out.
+    let mut changed = body;
+    changed[size - 2] ^= 1;
+    std::fs::write(&path, &changed).unwrap();
+    let error = exchange
+        .read_body(&meta.meta)
+        .await
+        .expect_err("a file changed behind the catalog must not be served");
     assert!(error.to_string().contains("reset"), "{error}");
 
+    // Asked again, the changed file is refused before a byte of it goes out.
     let client = cluster.client();
     client.connect_all().await.unwrap();
-    assert!(client.get_image(ImageId(21)).await.is_err());
+    let refused = client.get_image(ImageId(21)).await.err().unwrap();
+    assert!(
+        refused
+            .to_string()
+            .contains("no longer matches the catalog"),
+        "{refused}"
+    );
     assert_eq!(
         cluster.node(1).status().cache_items,
         0,

@@ -12,6 +12,10 @@ pub const MAX_HEADER_BYTES: u32 = 64 * 1024;
 /// memory one request can make a receiver allocate.
 pub const MAX_IMAGE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Largest catalog file the canonical reads: about a hundred bytes per image, so a million
+/// images; a larger file is refused as damaged rather than read into memory.
+pub const MAX_CATALOG_BYTES: u64 = 128 * 1024 * 1024;
+
 /// Canonical certificates an [`OriginTrust`](crate::origin::OriginTrust) remembers as checked
 /// against the CA. A cluster has one canonical; a few leave room for a re-issued certificate
 /// while images sealed by the old one are still cached.

@@ -36,6 +36,10 @@ pub struct Up {
     /// How many edges the leader replicates an image to [default: the node's].
     #[arg(long, value_name = "R", value_parser = clap::value_parser!(u16).range(1..=MAX_NODES))]
     replicas: Option<u16>,
+    /// Accept the canonical's images as they are now: rebuild its catalog of digests (the
+    /// canonical restarts), printing one line per image added, changed or removed.
+    #[arg(long)]
+    reindex: bool,
 }
 
 impl Up {
@@ -109,7 +113,10 @@ impl Up {
             runtime.as_ref(),
             &project,
             &mut state,
-            fresh,
+            Launch {
+                fresh,
+                reindex: self.reindex,
+            },
             &mut actions,
         );
         if let (Err(error), true) = (&launched_members, fresh) {
@@ -237,17 +244,34 @@ impl Up {
     }
 }
 
-/// Makes what surrounds the members, starts those that do not run, applies recorded faults
-/// to them again and waits until every member answers; returns the members started.
+/// What this `up` does besides starting what is missing.
+struct Launch {
+    /// No member of the cluster ran before.
+    fresh: bool,
+    /// Rebuild the canonical's catalog first (`--reindex`).
+    reindex: bool,
+}
+
+/// Makes what surrounds the members, reindexes the canonical's images when asked (which
+/// stops the canonical), starts those that do not run, applies recorded faults to them again
+/// and waits until every member answers; returns the members started.
 fn launch(
     sh: &Shell,
     runtime: &dyn Runtime,
     project: &Project,
     state: &mut State,
-    fresh: bool,
+    how: Launch,
     actions: &mut Vec<String>,
 ) -> anyhow::Result<Vec<u16>> {
-    actions.extend(runtime.prepare(sh, state, fresh)?);
+    actions.extend(runtime.prepare(sh, state, how.fresh)?);
+    if how.reindex {
+        eprintln!("reindexing the canonical's images (the canonical stops meanwhile)");
+        let report = runtime.reindex(sh, state)?;
+        for line in report.lines() {
+            println!("  {line}");
+        }
+        actions.push("reindexed the canonical's images".to_string());
+    }
     let started = start_missing(sh, runtime, project, state, actions)?;
     let outdated = runtime.outdated(sh, state);
     if !outdated.is_empty() {

@@ -15,7 +15,7 @@ use crate::docker::{
     self, bind_mount, Container, CANONICAL_IMAGE, CHECKOUT_LABEL, CLUSTER_LABEL, ID_LABEL,
     INDEX_LABEL, NODE_IMAGE, ROLE_LABEL,
 };
-use crate::launch::{member_args, Placement};
+use crate::launch::{images_catalog_name, member_args, reindex_args, Placement};
 use crate::project::Project;
 use crate::release;
 use crate::state::{member_name, MemberState, RuntimeKind, State};
@@ -27,7 +27,8 @@ pub const QUIC_PORT: u16 = 7000;
 pub const METRICS_PORT: u16 = 9100;
 /// Where a member's own credentials folder is mounted, read-only.
 const CERTS_MOUNT: &str = "/certs";
-/// Where the canonical's named volume of sample images is mounted.
+/// Where the canonical's named volume is mounted: its sample images and their catalog, or
+/// the catalog of a user's `--images` folder (under `catalogs/`). Its only writable place.
 const DATA_MOUNT: &str = "/data";
 /// Where a user's `--images` folder is mounted, read-only.
 const IMAGES_MOUNT: &str = "/images";
@@ -46,9 +47,16 @@ const LOG_MAX_FILES: &str = "max-file=2";
 /// Where `member` listens and finds its files, inside its container.
 fn placement(state: &State) -> Placement {
     let on_network = |index: u16| format!("{}:{QUIC_PORT}", member_name(&state.prefix, index));
-    let (data, samples) = match state.options.images {
-        Some(_) => (IMAGES_MOUNT, false),
-        None => (DATA_MOUNT, true),
+    let (data, samples, catalog) = match &state.options.images {
+        Some(images) => (
+            IMAGES_MOUNT,
+            false,
+            Some(format!(
+                "{DATA_MOUNT}/catalogs/{}",
+                images_catalog_name(images)
+            )),
+        ),
+        None => (DATA_MOUNT, true, None),
     };
     Placement {
         listen: format!("0.0.0.0:{QUIC_PORT}"),
@@ -56,6 +64,7 @@ fn placement(state: &State) -> Placement {
         certs: CERTS_MOUNT.to_string(),
         data: data.to_string(),
         samples,
+        catalog,
         canonical: on_network(0),
         peers: state.nodes().map(|node| on_network(node.index)).collect(),
     }
@@ -114,16 +123,7 @@ fn run(sh: &Shell, project: &Project, state: &State, member: &MemberState) -> an
         ),
     ];
     if member.is_canonical() {
-        match &state.options.images {
-            Some(images) => args.push(format!(
-                "--mount={}",
-                bind_mount(images, IMAGES_MOUNT, true)
-            )),
-            None => args.push(format!(
-                "--mount=type=volume,source={},target={DATA_MOUNT}",
-                docker::volume_name(&state.prefix)
-            )),
-        }
+        args.extend(canonical_mounts(state));
     }
     if let Some(id) = &state.cluster_id {
         args.push(format!("--label={ID_LABEL}={id}"));
@@ -135,6 +135,42 @@ fn run(sh: &Shell, project: &Project, state: &State, member: &MemberState) -> an
     args.extend(member_args(member, &placement(state), &state.options));
     docker::run(sh, &args).map_err(|error| explain_start_failure(member, error))?;
     Ok(())
+}
+
+/// The canonical's mounts: the data volume (writable), and a user's `--images` folder
+/// read-only.
+fn canonical_mounts(state: &State) -> Vec<String> {
+    let mut mounts = vec![format!(
+        "--mount=type=volume,source={},target={DATA_MOUNT}",
+        docker::volume_name(&state.prefix)
+    )];
+    if let Some(images) = &state.options.images {
+        mounts.push(format!(
+            "--mount={}",
+            bind_mount(images, IMAGES_MOUNT, true)
+        ));
+    }
+    mounts
+}
+
+/// Runs the canonical image once with `--reindex` over the canonical's mounts, as hardened
+/// as the canonical itself and without a network; returns what it printed.
+fn run_reindex(sh: &Shell, state: &State) -> anyhow::Result<String> {
+    let canonical = state.canonical();
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--rm".into(),
+        format!("--name={}_reindex", canonical.name),
+        "--network=none".into(),
+        "--read-only".into(),
+        "--cap-drop=ALL".into(),
+        "--security-opt=no-new-privileges".into(),
+        format!("--memory={CANONICAL_MEMORY_MB}m"),
+    ];
+    args.extend(canonical_mounts(state));
+    args.push(CANONICAL_IMAGE.into());
+    args.extend(reindex_args(canonical, &placement(state)));
+    docker::run(sh, &args).context("reindexing the canonical's images")
 }
 
 /// Turns the engine's complaint about a taken port into the one line a user needs.
@@ -282,9 +318,8 @@ impl Runtime for DockerRuntime {
         if ensure_network(sh, &self.project, state)? {
             made.push(format!("network {}", docker::network_name(&state.prefix)));
         }
-        if state.options.images.is_none() {
-            ensure_volume(sh, &self.project, state)?;
-        }
+        // Always: it holds the samples, or the catalog of an `--images` folder.
+        ensure_volume(sh, &self.project, state)?;
         Ok(made)
     }
 
@@ -355,6 +390,30 @@ impl Runtime for DockerRuntime {
         )
         .map_err(|error| explain_start_failure(&member, error))?;
         Ok(())
+    }
+
+    fn reindex(&self, sh: &Shell, state: &State) -> anyhow::Result<String> {
+        let canonical = state.canonical();
+        if let Some(container) = self.own(sh, state)?.into_iter().find(|c| c.index == 0) {
+            match status_of(&container) {
+                MemberStatus::Paused => {
+                    docker::run(sh, &["unpause".into(), canonical.name.clone()])?;
+                    docker::run(sh, &["stop".into(), canonical.name.clone()])?;
+                }
+                MemberStatus::Running => {
+                    docker::run(
+                        sh,
+                        &[
+                            "stop".into(),
+                            format!("--time={STOP_GRACE_SECONDS}"),
+                            canonical.name.clone(),
+                        ],
+                    )?;
+                }
+                _ => {}
+            }
+        }
+        run_reindex(sh, state)
     }
 
     fn kill(&self, sh: &Shell, member: &MemberState) -> anyhow::Result<()> {

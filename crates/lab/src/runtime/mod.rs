@@ -106,6 +106,12 @@ pub trait Runtime {
     /// the same ports; may record a pid in `state` (the caller saves it).
     fn restart(&self, sh: &Shell, state: &mut State, index: u16) -> anyhow::Result<()>;
 
+    /// Accepts the canonical's images as they are now (`up --reindex`): stops the canonical
+    /// if it runs (the caller starts it again), runs it once with `--reindex` over the same
+    /// folder and catalog, and returns what it printed: one line per image added, changed or
+    /// removed, and a summary.
+    fn reindex(&self, sh: &Shell, state: &State) -> anyhow::Result<String>;
+
     /// SIGKILL, as a crash would.
     fn kill(&self, sh: &Shell, member: &MemberState) -> anyhow::Result<()>;
 
@@ -118,7 +124,7 @@ pub trait Runtime {
     /// Stops and removes the members of cluster `prefix` that this checkout started, and
     /// what was made around them; `recorded` is this checkout's state of that prefix (on
     /// whatever runtime), and nothing another checkout started is touched. `volumes` also
-    /// drops the canonical's sample images. Returns what it removed.
+    /// drops the canonical's sample images and its catalogs. Returns what it removed.
     fn remove(
         &self,
         sh: &Shell,

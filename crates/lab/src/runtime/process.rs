@@ -14,7 +14,7 @@ use chaos::FaultTarget;
 use xshell::{cmd, Shell};
 
 use super::{MemberStatus, Runtime, Started};
-use crate::launch::{member_args, Placement};
+use crate::launch::{images_catalog_name, member_args, reindex_args, Placement};
 use crate::project::Project;
 use crate::state::{MemberState, RuntimeKind, State};
 
@@ -90,9 +90,12 @@ fn status(binaries: &Binaries, member: &MemberState) -> MemberStatus {
 /// Where `member` listens and finds its files, for the process runtime.
 fn placement(project: &Project, state: &State, member: &MemberState) -> Placement {
     let local = |port: u16| format!("127.0.0.1:{port}");
-    let (data, samples) = match &state.options.images {
-        Some(images) => (images.clone(), false),
-        None => (project.canonical_data_dir(), true),
+    let (data, samples, catalog) = match &state.options.images {
+        Some(images) => {
+            let catalog = project.catalogs_dir().join(images_catalog_name(images));
+            (images.clone(), false, Some(catalog.display().to_string()))
+        }
+        None => (project.canonical_data_dir(), true, None),
     };
     Placement {
         listen: local(member.quic_port),
@@ -103,6 +106,7 @@ fn placement(project: &Project, state: &State, member: &MemberState) -> Placemen
             .to_string(),
         data: data.display().to_string(),
         samples,
+        catalog,
         canonical: local(state.canonical().quic_port),
         peers: state.nodes().map(|node| local(node.quic_port)).collect(),
     }
@@ -276,6 +280,36 @@ impl Runtime for ProcessRuntime {
         self.respawn(sh, state, index)
     }
 
+    fn reindex(&self, sh: &Shell, state: &State) -> anyhow::Result<String> {
+        let canonical = state.canonical();
+        stop(sh, &self.binaries, canonical)?;
+        if state.options.images.is_none() {
+            let data = self.project.canonical_data_dir();
+            fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+        }
+        let binary = &self.binaries.canonical;
+        let args = reindex_args(canonical, &placement(&self.project, state, canonical));
+        let output = Command::new(binary)
+            .args(&args)
+            .current_dir(&self.project.root)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {} --reindex", binary.display()))?;
+        let printed = String::from_utf8_lossy(&output.stdout)
+            .trim_end()
+            .to_string();
+        if !output.status.success() {
+            let said = String::from_utf8_lossy(&output.stderr);
+            let reason = said
+                .lines()
+                .rev()
+                .find_map(|line| line.strip_prefix("error: "))
+                .unwrap_or(said.trim());
+            anyhow::bail!("reindexing the canonical's images failed: {reason}");
+        }
+        Ok(printed)
+    }
+
     fn kill(&self, sh: &Shell, member: &MemberState) -> anyhow::Result<()> {
         signal(sh, member, "KILL")
     }
@@ -308,10 +342,15 @@ impl Runtime for ProcessRuntime {
         if stopped > 0 {
             removed.push(format!("stopped {stopped} processes"));
         }
-        let data = self.project.canonical_data_dir();
-        if volumes && data.is_dir() {
-            fs::remove_dir_all(&data).with_context(|| format!("removing {}", data.display()))?;
-            removed.push(format!("removed {}", data.display()));
+        for data in [
+            self.project.canonical_data_dir(),
+            self.project.catalogs_dir(),
+        ] {
+            if volumes && data.is_dir() {
+                fs::remove_dir_all(&data)
+                    .with_context(|| format!("removing {}", data.display()))?;
+                removed.push(format!("removed {}", data.display()));
+            }
         }
         Ok(removed)
     }
