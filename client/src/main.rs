@@ -104,6 +104,7 @@ fn parse_range(text: &str) -> Result<(u64, u64), String> {
 }
 
 fn main() -> ExitCode {
+    net::signals::end_quietly_on_closed_stdout();
     net::logging::init("warn");
     let args = match Args::try_parse() {
         Ok(args) => args,

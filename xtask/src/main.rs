@@ -30,6 +30,7 @@ fn main() -> ExitCode {
     // The cargo builds xtask starts (release images, the delayer, the checks) must agree with
     // a shell's cargo on what is fresh.
     lab::project::forget_cargo_run_variables();
+    lab::project::end_quietly_on_closed_stdout();
     // clap prints usage errors itself and exits with code 2.
     let cli = commands::Cli::parse();
     let result = xshell::Shell::new()

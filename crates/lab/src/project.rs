@@ -39,6 +39,17 @@ pub fn forget_cargo_run_variables() {
     }
 }
 
+/// Lets xtask end quietly when the reader of its output goes away (`cargo xtask status |
+/// head`): Rust ignores SIGPIPE, so `println!` to a closed pipe would panic; with the
+/// default action it ends as `cat` would. Call it first in `main`, before any thread starts.
+pub fn end_quietly_on_closed_stdout() {
+    // SAFETY: called before any thread starts; it only sets the signal's disposition back to
+    // the system default.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// The paths every subcommand works with.
 #[derive(Clone, Debug)]
 pub struct Project {

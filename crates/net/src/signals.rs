@@ -44,3 +44,15 @@ where
         }
     }
 }
+
+/// Lets a command-line program end quietly when the reader of its output goes away
+/// (`cargo client status | head`): Rust ignores SIGPIPE, so a write to a closed pipe would
+/// panic in `println!`; with the default action the process ends as `cat` or `ls` would.
+/// For programs that print to a terminal or a pipe, never for servers (they write to sockets).
+pub fn end_quietly_on_closed_stdout() {
+    // SAFETY: called first thing in `main`, before any thread starts; it only sets the
+    // signal's disposition back to the system default.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
