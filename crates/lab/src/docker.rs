@@ -177,24 +177,23 @@ fn parse_container(value: &Value) -> Container {
     }
 }
 
-/// The checkout (cluster folder) that owns cluster `prefix`'s containers, when it is not the
-/// one at `cluster_dir` and not the cluster `cluster_id` recorded there: a prefix another
-/// checkout uses.
+/// Whether something labelled with `checkout` (a `flotilla.checkout` label, absent on what
+/// older versions made) was started from the cluster folder `cluster_dir`.
+pub fn started_from(checkout: Option<&str>, cluster_dir: &std::path::Path) -> bool {
+    checkout.is_none_or(|checkout| std::path::Path::new(checkout) == cluster_dir)
+}
+
+/// The checkout (cluster folder) that started cluster `prefix`'s containers, when it is not
+/// the one at `cluster_dir`: a name another checkout uses.
 pub fn owner_elsewhere(
     sh: &Shell,
     prefix: &str,
     cluster_dir: &std::path::Path,
-    cluster_id: Option<&str>,
 ) -> anyhow::Result<Option<String>> {
-    let here = cluster_dir.display().to_string();
-    Ok(containers(sh, Some(prefix))?.into_iter().find_map(|c| {
-        let ours = c
-            .checkout
-            .as_deref()
-            .is_none_or(|checkout| checkout == here)
-            && (cluster_id.is_none() || c.cluster_id.as_deref() == cluster_id);
-        (!ours).then(|| c.checkout.unwrap_or_else(|| "another checkout".to_string()))
-    }))
+    Ok(containers(sh, Some(prefix))?
+        .into_iter()
+        .find(|c| !started_from(c.checkout.as_deref(), cluster_dir))
+        .and_then(|c| c.checkout))
 }
 
 /// Host ports published by any Flotilla container, running or not.

@@ -81,8 +81,7 @@ impl Up {
             self.check_shape(live, &options)?;
         }
         if live.is_none() && docker::engine(sh).is_ok() {
-            let here = live.as_ref().and_then(|s| s.cluster_id.as_deref());
-            if let Some(owner) = docker::owner_elsewhere(sh, &prefix, &project.cluster_dir, here)? {
+            if let Some(owner) = docker::owner_elsewhere(sh, &prefix, &project.cluster_dir)? {
                 anyhow::bail!(
                     "the name `{prefix}` is taken by a cluster started from {owner}; pick another with `--name`, or run `cargo xtask down` there"
                 );
@@ -313,7 +312,7 @@ fn start_missing(
                 continue;
             }
             MemberStatus::Stopped { .. } | MemberStatus::Missing => {
-                let how = runtime.start(sh, state, member.index)?;
+                let how = runtime.start(sh, state, member.index, status)?;
                 state.save(&project.cluster_dir)?;
                 actions.push(format!("{how} {}", member.name));
                 started.push(member.index);

@@ -351,9 +351,21 @@ impl Runtime for DockerRuntime {
             .collect()
     }
 
-    fn start(&self, sh: &Shell, state: &mut State, index: u16) -> anyhow::Result<Started> {
+    fn start(
+        &self,
+        sh: &Shell,
+        state: &mut State,
+        index: u16,
+        status: MemberStatus,
+    ) -> anyhow::Result<Started> {
         let member = state.member_by_index(index)?.clone();
-        let existing = self.own(sh, state)?.into_iter().find(|c| c.index == index);
+        // A missing member needs no look-up: `up` starts a fresh cluster's members one after
+        // another, and listing the containers for each would cost a `docker ps` and
+        // `inspect` per member.
+        let existing = match status {
+            MemberStatus::Missing => None,
+            _ => self.own(sh, state)?.into_iter().find(|c| c.index == index),
+        };
         let Some(container) = existing else {
             run(sh, &self.project, state, &member)?;
             return Ok(Started::Created);
@@ -435,7 +447,7 @@ impl Runtime for DockerRuntime {
         recorded: Option<&State>,
         volumes: bool,
     ) -> anyhow::Result<Vec<String>> {
-        let here = self.project.cluster_dir.display().to_string();
+        let here = &self.project.cluster_dir;
         let owned = |id: Option<&str>, checkout: Option<&str>| match recorded {
             // This checkout's cluster of that prefix runs elsewhere (the process runtime):
             // containers of the prefix belong to someone else.
@@ -446,7 +458,7 @@ impl Runtime for DockerRuntime {
             }) => id == Some(own.as_str()),
             // A state of an older version, or none: what this checkout started (or what
             // carries no owner at all, from older versions).
-            _ => checkout.is_none_or(|checkout| checkout == here),
+            _ => docker::started_from(checkout, here),
         };
         let mut removed = Vec::new();
         let (ours, theirs): (Vec<Container>, Vec<Container>) =

@@ -98,9 +98,15 @@ pub trait Runtime {
         Vec::new()
     }
 
-    /// Starts member `index`, which is stopped or missing; may record a pid in `state` (the
-    /// caller saves it).
-    fn start(&self, sh: &Shell, state: &mut State, index: u16) -> anyhow::Result<Started>;
+    /// Starts member `index`, which [`Runtime::statuses`] just found `status` (stopped or
+    /// missing); may record a pid in `state` (the caller saves it).
+    fn start(
+        &self,
+        sh: &Shell,
+        state: &mut State,
+        index: u16,
+        status: MemberStatus,
+    ) -> anyhow::Result<Started>;
 
     /// Stops member `index` if it runs (gracefully, then by force) and starts it again on
     /// the same ports; may record a pid in `state` (the caller saves it).

@@ -271,7 +271,13 @@ impl Runtime for ProcessRuntime {
             .collect())
     }
 
-    fn start(&self, sh: &Shell, state: &mut State, index: u16) -> anyhow::Result<Started> {
+    fn start(
+        &self,
+        sh: &Shell,
+        state: &mut State,
+        index: u16,
+        _status: MemberStatus,
+    ) -> anyhow::Result<Started> {
         self.respawn(sh, state, index)?;
         Ok(Started::Started)
     }
