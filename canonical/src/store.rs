@@ -182,14 +182,7 @@ impl Store {
         let stored = catalog::load(catalog_path)?;
         let first_time = stored.is_none();
         let mut catalog = stored.unwrap_or_default();
-        let mut notices: Vec<Notice> = listing
-            .skipped
-            .iter()
-            .map(|(file, reason)| Notice::Skipped {
-                file: file.clone(),
-                reason: reason.clone(),
-            })
-            .collect();
+        let mut notices = skipped_notices(&listing);
         let mut added = false;
         for (id, found) in &listing.images {
             match catalog.get(id) {
@@ -471,19 +464,24 @@ pub struct Reindexed {
     pub images: usize,
 }
 
-/// Accepts the images folder as it is now: hashes every image in `dir`, compares with the
-/// catalog at `catalog_path` (an unreadable one counts as empty, and says so), and writes the
-/// new catalog. The explicit step behind `--reindex`; the canonical must not be running.
-pub fn reindex(dir: &Path, catalog_path: &Path) -> Result<Reindexed, StoreError> {
-    let listing = folder::list(dir)?;
-    let mut notices: Vec<Notice> = listing
+/// One notice per file the listing skipped, saying which and why.
+fn skipped_notices(listing: &folder::Listing) -> Vec<Notice> {
+    listing
         .skipped
         .iter()
         .map(|(file, reason)| Notice::Skipped {
             file: file.clone(),
             reason: reason.clone(),
         })
-        .collect();
+        .collect()
+}
+
+/// Accepts the images folder as it is now: hashes every image in `dir`, compares with the
+/// catalog at `catalog_path` (an unreadable one counts as empty, and says so), and writes the
+/// new catalog. The explicit step behind `--reindex`; the canonical must not be running.
+pub fn reindex(dir: &Path, catalog_path: &Path) -> Result<Reindexed, StoreError> {
+    let listing = folder::list(dir)?;
+    let mut notices = skipped_notices(&listing);
     let old = match catalog::load(catalog_path) {
         Ok(old) => old.unwrap_or_default(),
         Err(CatalogError::Damaged { detail, .. }) => {

@@ -170,6 +170,11 @@ impl Cluster {
         docker::containers(&self.sh, Some(&self.prefix))
     }
 
+    /// How many of the cluster's containers run.
+    pub fn running_count(&self) -> anyhow::Result<usize> {
+        Ok(self.containers()?.iter().filter(|c| c.is_running()).count())
+    }
+
     /// The running container of node `index` (with its pid and address).
     pub fn running(&self, index: u16) -> anyhow::Result<Container> {
         self.containers()?

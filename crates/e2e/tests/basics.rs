@@ -33,11 +33,7 @@ fn up_starts_a_container_per_member() -> anyhow::Result<()> {
         return Ok(());
     }
     let cluster = Cluster::start("up")?;
-    let running = cluster
-        .containers()?
-        .iter()
-        .filter(|c| c.is_running())
-        .count();
+    let running = cluster.running_count()?;
     anyhow::ensure!(
         running == usize::from(NODES) + 1,
         "{running} containers run, expected {}",

@@ -66,11 +66,7 @@ fn two_checkouts_with_one_name_each_act_only_on_their_own_cluster() -> anyhow::R
             && !said.contains("removed network"),
         "down in the other checkout did more than stop its processes: {said}"
     );
-    let running = cluster
-        .containers()?
-        .iter()
-        .filter(|c| c.is_running())
-        .count();
+    let running = cluster.running_count()?;
     anyhow::ensure!(
         running == usize::from(e2e::NODES) + 1,
         "{running} of the Docker cluster's containers run after the other checkout's down"

@@ -29,13 +29,7 @@ async fn an_uncached_image_with_the_canonical_down_fails_naming_the_canonical() 
     cluster.stop_origin().await;
 
     let started = Instant::now();
-    let error = match client.get_image(UNCACHED).await {
-        Ok(fetched) => panic!(
-            "image {UNCACHED} served by {} with no canonical",
-            fetched.served_by
-        ),
-        Err(error) => error,
-    };
+    let error = fetch_fails(&client, UNCACHED).await;
     let took = started.elapsed();
     let message = error.to_string();
     eprintln!("stopped canonical: {took:?}: {message}");
@@ -85,13 +79,7 @@ async fn a_silent_canonical_is_named_too_not_an_edge_that_ran_out_of_time() {
     let client = cluster.client();
     client.connect_all().await.expect("the edges answer");
     let started = Instant::now();
-    let error = match client.get_image(UNCACHED).await {
-        Ok(fetched) => panic!(
-            "image {UNCACHED} served by {} with no canonical",
-            fetched.served_by
-        ),
-        Err(error) => error,
-    };
+    let error = fetch_fails(&client, UNCACHED).await;
     let took = started.elapsed();
     eprintln!("silent canonical: {took:?}: {error}");
     assert!(
@@ -133,5 +121,16 @@ async fn an_edge_answers_origin_unavailable_whether_it_leads_or_asks_its_leader(
                 && message.ends_with(&format!("image {id} is not cached on test_node_{edge}")),
             "node {edge}: {message}"
         );
+    }
+}
+
+/// Fetches `id`, which must fail with no canonical to fetch it from; returns the error.
+async fn fetch_fails(client: &client::Client, id: ImageId) -> ClientError {
+    match client.get_image(id).await {
+        Ok(fetched) => panic!(
+            "image {id} served by {} with no canonical",
+            fetched.served_by
+        ),
+        Err(error) => error,
     }
 }
