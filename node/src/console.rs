@@ -159,8 +159,14 @@ async fn execute(
                 .parse()
                 .map_err(anyhow::Error::msg)?;
             let started = Instant::now();
-            match pool.get_image(target, id).await {
-                Ok(reply) => println!(
+            let deadline = wire::limits::CONSOLE_GET_TIMEOUT;
+            match tokio::time::timeout(deadline, pool.get_image(target, id)).await {
+                Err(_) => println!(
+                    "image {id}: no complete reply from {} within {} s; the node or its upstream is stuck (try `status`)",
+                    target.address,
+                    deadline.as_secs()
+                ),
+                Ok(Ok(reply)) => println!(
                     "image {id}: {} bytes {} from {}, {}, signature and digest verified, {:.1} ms",
                     reply.body.len(),
                     reply.meta.content_type,
@@ -168,7 +174,7 @@ async fn execute(
                     reply.outcome,
                     started.elapsed().as_secs_f64() * 1000.0
                 ),
-                Err(error) => println!("{error}"),
+                Ok(Err(error)) => println!("{error}"),
             }
         }
         "ping" => match arguments.first() {

@@ -22,7 +22,7 @@ use crate::frame::{self, FrameError};
 use crate::listen::{Listen, MetricsListen, QuicListen};
 use crate::tls;
 use wire::frame::{RESET_FAILED, RESET_STALLED};
-use wire::limits::{self, HEADER_TIMEOUT};
+use wire::limits::{self, HEADER_TIMEOUT, SHUTDOWN_GRACE};
 use wire::message::{CacheOutcome, ErrorKind, Request, Response};
 use wire::{Role, SignedMeta};
 
@@ -138,9 +138,6 @@ pub async fn bind_with(
     })
 }
 
-/// How long shutdown waits for connection tasks, then for the close to reach peers.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(300);
-
 /// Serves one decoded request. Implementations write their reply on `send`.
 pub trait Handler: Send + Sync + 'static {
     fn handle(
@@ -187,6 +184,7 @@ pub async fn serve_with<H: Handler>(
         let handler = handler.clone();
         let shutdown = shutdown.clone();
         let peers = peers.clone();
+        let streams = tracker.clone();
         tracker.spawn(
             async move {
                 let _permit = permit;
@@ -207,7 +205,7 @@ pub async fn serve_with<H: Handler>(
                 };
                 tracing::debug!(%peer, "connection open");
                 let _slot = peers.admit(peer, &connection);
-                serve_connection(connection, peer, handler, shutdown)
+                serve_connection(connection, peer, handler, shutdown, streams)
                     .instrument(tracing::debug_span!("peer", %peer))
                     .await;
             }
@@ -216,9 +214,16 @@ pub async fn serve_with<H: Handler>(
     }
     tracker.close();
     // Closing the endpoint ends every connection and stream at once, so a node stops well
-    // within a second of SIGTERM; peers see a clean close rather than a timeout.
+    // within a second of SIGTERM; peers see a clean close rather than a timeout. The tracker
+    // holds every connection task and every stream task, so the wait below covers requests
+    // still being answered, not only the accept side.
     endpoint.close(0u32.into(), b"shutting down");
-    let _ = timeout(SHUTDOWN_GRACE, tracker.wait()).await;
+    if timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            tasks = tracker.len(),
+            "connection and stream tasks still running after {SHUTDOWN_GRACE:?}; leaving them"
+        );
+    }
     let _ = timeout(SHUTDOWN_GRACE, endpoint.wait_idle()).await;
 }
 
@@ -295,6 +300,7 @@ async fn serve_connection<H: Handler>(
     peer: Role,
     handler: Arc<H>,
     shutdown: CancellationToken,
+    streams: TaskTracker,
 ) {
     loop {
         let (send, recv) = tokio::select! {
@@ -308,7 +314,8 @@ async fn serve_connection<H: Handler>(
             },
         };
         let handler = handler.clone();
-        tokio::spawn(serve_stream(peer, handler, send, recv));
+        // Tracked with the connection tasks: shutdown waits for the reply under way.
+        streams.spawn(serve_stream(peer, handler, send, recv));
     }
 }
 

@@ -68,11 +68,15 @@ async fn metrics_show_every_peer_rtt_and_move_with_traffic() {
         client.get_image(*id).await.unwrap();
         client.get_image(*id).await.unwrap();
     }
-    let after = scrape(address);
-    assert!(
-        counter(&after, "flotilla_requests_total") >= before + 6.0,
-        "request counter did not move"
-    );
+    // A request is counted once its reply is sent, which may be a moment after the client
+    // has read it, so the scrape waits for the count rather than racing it.
+    let mut after = String::new();
+    let moved = wait_until(Duration::from_secs(5), || {
+        after = scrape(address);
+        counter(&after, "flotilla_requests_total") >= before + 6.0
+    })
+    .await;
+    assert!(moved, "request counter did not move:\n{after}");
     assert!(
         counter(&after, "flotilla_cache_hits_total") >= 3.0,
         "hits did not move:\n{after}"

@@ -101,6 +101,12 @@ pub const UPSTREAM_BUDGET: Duration = Duration::from_secs(
 /// way, so a failover joins that fetch instead of starting another one at the origin.
 pub const CLIENT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
 
+/// Longest the console's `get` waits for a whole image from its node: the edge's upstream
+/// budget plus the time it may take to send the reply. A header alone is bounded by the
+/// request's reply timeout; this also bounds a body that trickles in, so the prompt returns.
+pub const CONSOLE_GET_TIMEOUT: Duration =
+    Duration::from_secs(UPSTREAM_BUDGET.as_secs() + REPLY_SEND_DEADLINE.as_secs());
+
 /// Edges the client still asks for an image after one answered that the canonical did not
 /// answer it (`ErrorKind::OriginUnavailable`): every edge would ask the same canonical, so only
 /// the next in routing order, which the leader replicates the image to, may be worth asking.
@@ -123,6 +129,10 @@ pub const PING_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// How long establishing a QUIC connection may take; a stopped cluster is reported this fast.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a stopping server waits for its connection and stream tasks (replies under way),
+/// then for its close to reach peers: a node stops well within a second of SIGTERM.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
 
 /// A connection with no traffic for this long is closed by QUIC itself.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
