@@ -182,16 +182,9 @@ pub fn list(dir: &Path) -> Result<Listing, StoreError> {
     Ok(listing)
 }
 
-/// `Some(id)` for a file named `<id>.<ext>` (one dot, a numeric id, a non-empty extension).
+/// `Some(id)` for a file named `<id>.<ext>` (the rule is [`ImageId::from_file_name`]).
 pub fn image_id_of(name: &str) -> Option<ImageId> {
-    let (stem, extension) = name.split_once('.')?;
-    if extension.is_empty() || extension.contains('.') {
-        return None;
-    }
-    if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    stem.parse().ok().map(ImageId)
+    ImageId::from_file_name(name)
 }
 
 /// Size and SHA-256 of what `reader` holds, read in chunks.

@@ -136,7 +136,7 @@ pub fn measure(
 
 /// Polls `indices` until all answer and name one leader, in a term above `above` if given,
 /// and that leader says it leads. Returns (leader, term).
-fn wait_for_leader(
+pub fn wait_for_leader(
     state: &State,
     indices: &[u16],
     above: Option<u64>,

@@ -202,9 +202,82 @@ pub fn existing_dir(path: &Path, what: &str) -> anyhow::Result<PathBuf> {
     Ok(absolute)
 }
 
+/// Files of an images folder that are not served, shown by name: enough to see the pattern.
+const SKIPPED_SHOWN: usize = 5;
+
+/// `path` as an absolute folder that holds at least one image named `<id>.<ext>`; a usage
+/// error naming the folder otherwise (missing, unreadable, empty, or only badly named
+/// files, which are listed), so `up` refuses before it builds or starts anything.
+pub fn images_dir(path: &Path) -> anyhow::Result<PathBuf> {
+    let what = "the --images folder";
+    let absolute = existing_dir(path, what)?;
+    let entries = std::fs::read_dir(&absolute)
+        .map_err(|e| UsageError(format!("{what} {}: {e}", path.display())))?;
+    let mut skipped = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| UsageError(format!("{what} {}: {e}", path.display())))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        if wire::ImageId::from_file_name(&name).is_some() {
+            return Ok(absolute);
+        }
+        skipped.push(name);
+    }
+    skipped.sort();
+    let shown = skipped
+        .iter()
+        .take(SKIPPED_SHOWN)
+        .map(|name| format!("`{name}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let more = skipped.len().saturating_sub(SKIPPED_SHOWN);
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    Err(UsageError(if skipped.is_empty() {
+        format!(
+            "{what} {} is empty; put images named `<id>.<ext>` there (e.g. 5.png) or start without --images for generated samples",
+            path.display()
+        )
+    } else {
+        format!(
+            "{what} {} holds no image named `<id>.<ext>` (e.g. 5.png): {shown}{more} would be skipped; rename them or start without --images",
+            path.display()
+        )
+    })
+    .into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_images_folder_needs_one_image_named_id_dot_ext() {
+        let dir = std::env::temp_dir().join(format!("flotilla-images-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let error = |dir: &Path| {
+            let error = images_dir(dir).unwrap_err();
+            assert!(error.downcast_ref::<UsageError>().is_some(), "{error}");
+            error.to_string()
+        };
+        assert!(error(&dir).contains("is empty"));
+        std::fs::write(dir.join("cat.png"), b"x").unwrap();
+        std::fs::write(dir.join("5.png.tmp"), b"x").unwrap();
+        let said = error(&dir);
+        assert!(
+            said.contains("`5.png.tmp`, `cat.png` would be skipped"),
+            "{said}"
+        );
+        std::fs::write(dir.join("5.png"), b"x").unwrap();
+        assert!(images_dir(&dir).is_ok());
+        assert!(error(&dir.join("missing")).contains("No such file"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn any_folder_name_gives_a_docker_name() {

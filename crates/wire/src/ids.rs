@@ -33,6 +33,21 @@ impl FromStr for NodeIndex {
 #[serde(transparent)]
 pub struct ImageId(pub u64);
 
+impl ImageId {
+    /// The id of an image file named `<id>.<ext>` (a decimal id, one dot, a non-empty
+    /// extension), the one naming rule of an images folder; `None` for any other name.
+    pub fn from_file_name(name: &str) -> Option<ImageId> {
+        let (stem, extension) = name.split_once('.')?;
+        if extension.is_empty() || extension.contains('.') {
+            return None;
+        }
+        if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        stem.parse().ok().map(ImageId)
+    }
+}
+
 impl fmt::Display for ImageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)

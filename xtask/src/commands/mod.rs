@@ -10,6 +10,7 @@ mod netem;
 mod partition;
 mod pause;
 mod restart;
+mod soak;
 mod status;
 mod test;
 mod top;
@@ -44,6 +45,7 @@ enum Command {
     Netem(netem::Netem),
     Top(top::Top),
     Bench(bench::Bench),
+    Soak(soak::Soak),
     Build(build::Build),
     Test(test::Test),
 }
@@ -67,6 +69,7 @@ impl Cli {
             Command::Netem(command) => command.run(sh),
             Command::Top(command) => command.run(sh),
             Command::Bench(command) => command.run(sh),
+            Command::Soak(command) => command.run(sh),
             Command::Build(command) => command.run(sh),
             Command::Test(command) => command.run(sh),
         }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use lab::project::{existing_dir, parse_prefix, Project};
+use lab::project::{parse_prefix, Project};
 use lab::runtime::{self, MemberStatus, Runtime};
 use lab::state::{member_name, new_cluster_id, MemberState, Options, RuntimeKind, State};
 use lab::{certs, client, docker, faults, ports};
@@ -69,7 +69,7 @@ impl Up {
             images: self
                 .images
                 .as_deref()
-                .map(|dir| existing_dir(dir, "the --images folder"))
+                .map(lab::project::images_dir)
                 .transpose()?,
             cache_mb: self.cache_mb,
             replicas: self.replicas,
