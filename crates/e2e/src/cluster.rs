@@ -398,7 +398,7 @@ impl Drop for Cluster {
 
 /// The project as the tests see it: the target folder is the one this test binary was built
 /// in, when that can be told.
-fn test_project() -> anyhow::Result<Project> {
+pub fn test_project() -> anyhow::Result<Project> {
     let mut project = Project::locate()?;
     if let Some(target_dir) = own_target_dir() {
         project.target_dir = target_dir;

@@ -205,31 +205,61 @@ pub fn existing_dir(path: &Path, what: &str) -> anyhow::Result<PathBuf> {
 /// Files of an images folder that are not served, shown by name: enough to see the pattern.
 const SKIPPED_SHOWN: usize = 5;
 
-/// `path` as an absolute folder that holds at least one image named `<id>.<ext>`; a usage
-/// error naming the folder otherwise (missing, unreadable, empty, or only badly named
-/// files, which are listed), so `up` refuses before it builds or starts anything.
-pub fn images_dir(path: &Path) -> anyhow::Result<PathBuf> {
+/// An images folder checked before `up` starts anything.
+#[derive(Debug)]
+pub struct ImagesDir {
+    /// The folder, absolute.
+    pub path: PathBuf,
+    /// Each file the canonical will not serve, and why: `` `cat.png` (not named <id>.<ext>) ``.
+    pub skipped: Vec<String>,
+}
+
+/// `path` as an absolute folder that holds at least one image named `<id>.<ext>`, with the
+/// files the canonical will skip and why; a usage error naming the folder otherwise
+/// (missing, unreadable, empty, or no servable image, with what is there), so `up` refuses
+/// before it builds or starts anything.
+pub fn images_dir(path: &Path) -> anyhow::Result<ImagesDir> {
     let what = "the --images folder";
     let absolute = existing_dir(path, what)?;
-    let entries = std::fs::read_dir(&absolute)
-        .map_err(|e| UsageError(format!("{what} {}: {e}", path.display())))?;
+    let unreadable = |e: std::io::Error| UsageError(format!("{what} {}: {e}", path.display()));
+    let mut images = 0;
     let mut skipped = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| UsageError(format!("{what} {}: {e}", path.display())))?;
+    for entry in std::fs::read_dir(&absolute).map_err(unreadable)? {
+        let entry = entry.map_err(unreadable)?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') {
             continue;
         }
-        if wire::ImageId::from_file_name(&name).is_some() {
-            return Ok(absolute);
-        }
-        skipped.push(name);
+        // Follows symlinks, as the canonical does.
+        let why = match std::fs::metadata(entry.path()) {
+            _ if wire::ImageId::from_file_name(&name).is_none() => {
+                "not named <id>.<ext>".to_string()
+            }
+            Err(error) => format!("unreadable: {error}"),
+            Ok(metadata) if !metadata.is_file() => "not a file".to_string(),
+            Ok(metadata) if metadata.len() > wire::limits::MAX_IMAGE_BYTES => format!(
+                "{} bytes, over the {} byte image limit",
+                metadata.len(),
+                wire::limits::MAX_IMAGE_BYTES
+            ),
+            Ok(_) => {
+                images += 1;
+                continue;
+            }
+        };
+        skipped.push(format!("`{name}` ({why})"));
     }
     skipped.sort();
+    if images > 0 {
+        return Ok(ImagesDir {
+            path: absolute,
+            skipped,
+        });
+    }
     let shown = skipped
         .iter()
         .take(SKIPPED_SHOWN)
-        .map(|name| format!("`{name}`"))
+        .cloned()
         .collect::<Vec<_>>()
         .join(", ");
     let more = skipped.len().saturating_sub(SKIPPED_SHOWN);
@@ -245,7 +275,7 @@ pub fn images_dir(path: &Path) -> anyhow::Result<PathBuf> {
         )
     } else {
         format!(
-            "{what} {} holds no image named `<id>.<ext>` (e.g. 5.png): {shown}{more} would be skipped; rename them or start without --images",
+            "{what} {} holds no image the canonical can serve: {shown}{more}; name images `<id>.<ext>` (e.g. 5.png) or start without --images",
             path.display()
         )
     })
@@ -270,11 +300,12 @@ mod tests {
         std::fs::write(dir.join("5.png.tmp"), b"x").unwrap();
         let said = error(&dir);
         assert!(
-            said.contains("`5.png.tmp`, `cat.png` would be skipped"),
+            said.contains("`5.png.tmp` (not named <id>.<ext>), `cat.png` (not named <id>.<ext>)"),
             "{said}"
         );
         std::fs::write(dir.join("5.png"), b"x").unwrap();
-        assert!(images_dir(&dir).is_ok());
+        let images = images_dir(&dir).unwrap();
+        assert_eq!(images.skipped.len(), 2, "{:?}", images.skipped);
         assert!(error(&dir.join("missing")).contains("No such file"));
         std::fs::remove_dir_all(&dir).unwrap();
     }

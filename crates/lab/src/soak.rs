@@ -155,6 +155,14 @@ pub fn run(
         "phase 2: mixed faults for {} s under load",
         config.fault_time.as_secs()
     ));
+    // Leaders killed in phase 1 came back with empty caches: fill them again, so that the
+    // memory compared below is a warm member's and cache growth is not taken for a leak.
+    let warm = ReadLoop::run_once(client, &project.cluster_dir, config, true)?;
+    anyhow::ensure!(
+        warm.failed == 0,
+        "reads failed after the leader kills, with no fault in place: {}",
+        warm.first_failure.unwrap_or_default()
+    );
     let before = resident(sh, runtime, state)?;
     let mut peak = before.clone();
     let mut restarted = Vec::new();

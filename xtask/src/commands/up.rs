@@ -65,12 +65,21 @@ impl Up {
                 existing.prefix
             );
         }
+        let images = self
+            .images
+            .as_deref()
+            .map(lab::project::images_dir)
+            .transpose()?;
+        if let Some(images) = &images {
+            for skipped in &images.skipped {
+                eprintln!(
+                    "note: {} holds {skipped}: the canonical will not serve it",
+                    images.path.display()
+                );
+            }
+        }
         let options = Options {
-            images: self
-                .images
-                .as_deref()
-                .map(lab::project::images_dir)
-                .transpose()?,
+            images: images.map(|images| images.path),
             cache_mb: self.cache_mb,
             replicas: self.replicas,
         };
