@@ -42,12 +42,17 @@ fn flip(data: &Path, id: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Makes a client command aimed at the cluster under test.
+type ClientCommand<'a> = Box<dyn Fn() -> anyhow::Result<Command> + 'a>;
+/// Runs an xtask command against the cluster under test.
+type XtaskRun<'a> = Box<dyn Fn(&[&str]) -> anyhow::Result<Output> + 'a>;
+
 /// How the test reaches one cluster, whichever runtime runs it.
 struct Under<'a> {
     data: PathBuf,
     work: &'a Path,
-    client: Box<dyn Fn() -> anyhow::Result<Command> + 'a>,
-    xtask: Box<dyn Fn(&[&str]) -> anyhow::Result<Output> + 'a>,
+    client: ClientCommand<'a>,
+    xtask: XtaskRun<'a>,
 }
 
 impl Under<'_> {
