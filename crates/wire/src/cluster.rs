@@ -17,6 +17,8 @@ pub const CLUSTER_ENV: &str = "FLOTILLA_CLUSTER";
 pub enum ClusterError {
     #[error("no running cluster found (no {CLUSTER_DIR}/{CLUSTER_FILE} here or above); start one with `cargo xtask up 3`")]
     NotFound,
+    #[error("no running cluster in {dir} (no {CLUSTER_FILE} there; the folder came from --cluster or ${CLUSTER_ENV}); start one with `cargo xtask up 3` given the same folder")]
+    NotIn { dir: String },
     #[error("reading {path}: {detail}")]
     Read { path: String, detail: String },
 }
@@ -50,7 +52,9 @@ impl ClusterFile {
     pub fn load(dir: &Path) -> Result<ClusterFile, ClusterError> {
         let path = dir.join(CLUSTER_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => ClusterError::NotFound,
+            std::io::ErrorKind::NotFound => ClusterError::NotIn {
+                dir: dir.display().to_string(),
+            },
             _ => ClusterError::Read {
                 path: path.display().to_string(),
                 detail: e.to_string(),
