@@ -81,9 +81,13 @@ pub fn install(
             target.name
         );
     }
-    eprintln!(
-        "this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM is off); shaping with the NFQUEUE delayer instead"
-    );
+    // Said once per process: a soak or scenario shapes many times.
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        eprintln!(
+            "this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM is off); shaping with the NFQUEUE delayer instead"
+        );
+    });
     tools::ensure(sh, "iptables", "iptables")?;
     let worker = start_worker(&delayer()?, target, shape)?;
     if let Err(error) = divert(sh, target) {
