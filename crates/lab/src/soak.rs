@@ -64,6 +64,22 @@ pub struct SoakConfig {
     pub rss_growth_limit_kib: u64,
     /// Image ids the read loop asks for (inclusive).
     pub ids: (u64, u64),
+    /// The kinds of fault the mixed phase picks from (at least one).
+    pub faults: Vec<FaultKind>,
+}
+
+/// A kind of fault of the mixed phase. Without `Kill`, no member restarts, so every
+/// member's memory is judged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FaultKind {
+    /// Freeze a node for a while, then thaw it.
+    Pause,
+    /// Cut the nodes into two random halves, then heal.
+    Partition,
+    /// Delay, jitter and lose a node's packets, then clear it.
+    Netem,
+    /// Kill a node, then start it again.
+    Kill,
 }
 
 /// Reads the client loop made, and how they ended.
@@ -171,7 +187,7 @@ pub fn run(
     let started = Instant::now();
     let mut outcome = Ok(());
     while started.elapsed() < config.fault_time && !interrupted.load(Ordering::SeqCst) {
-        let fault = Fault::pick(&mut rng, state.node_count());
+        let fault = Fault::pick(&mut rng, state.node_count(), &config.faults);
         let at_seconds = started.elapsed().as_secs_f64();
         progress(&format!("{at_seconds:>6.1} s: {}", fault.describe()));
         faults_seen.push(FaultEvent {
@@ -270,11 +286,15 @@ enum Fault {
 }
 
 impl Fault {
-    fn pick(rng: &mut SmallRng, node_count: u16) -> Fault {
+    fn pick(rng: &mut SmallRng, node_count: u16, kinds: &[FaultKind]) -> Fault {
         let node = rng.random_range(1..=node_count);
-        match rng.random_range(0..4) {
-            0 => Fault::Pause(node),
-            1 => {
+        let kind = kinds
+            .get(rng.random_range(0..kinds.len().max(1)))
+            .copied()
+            .unwrap_or(FaultKind::Pause);
+        match kind {
+            FaultKind::Pause => Fault::Pause(node),
+            FaultKind::Partition => {
                 let mut nodes: Vec<u16> = (1..=node_count).collect();
                 nodes.shuffle(rng);
                 let (left, right) = nodes.split_at(usize::from(node_count) / 2);
@@ -285,8 +305,8 @@ impl Fault {
                 };
                 Fault::Halves(sorted(left), sorted(right))
             }
-            2 => Fault::Shape(node),
-            _ => Fault::KillRestart(node),
+            FaultKind::Netem => Fault::Shape(node),
+            FaultKind::Kill => Fault::KillRestart(node),
         }
     }
 
@@ -571,7 +591,7 @@ mod tests {
         let sequence = |seed| {
             let mut rng = SmallRng::seed_from_u64(seed);
             (0..40)
-                .map(|_| Fault::pick(&mut rng, 5).describe())
+                .map(|_| Fault::pick(&mut rng, 5, ALL).describe())
                 .collect::<Vec<_>>()
         };
         assert_eq!(sequence(7), sequence(7));
@@ -589,6 +609,27 @@ mod tests {
                 .all(|f| !f.contains("node 0") && !f.contains("node 6")),
             "{faults:?}"
         );
+    }
+
+    const ALL: &[FaultKind] = &[
+        FaultKind::Pause,
+        FaultKind::Partition,
+        FaultKind::Netem,
+        FaultKind::Kill,
+    ];
+
+    #[test]
+    fn only_the_kinds_asked_for_are_picked() {
+        let mut rng = SmallRng::seed_from_u64(3);
+        let kinds = [FaultKind::Pause, FaultKind::Netem];
+        let faults: Vec<String> = (0..40)
+            .map(|_| Fault::pick(&mut rng, 5, &kinds).describe())
+            .collect();
+        assert!(faults
+            .iter()
+            .all(|f| f.starts_with("pause") || f.starts_with("netem")));
+        assert!(faults.iter().any(|f| f.starts_with("pause")));
+        assert!(faults.iter().any(|f| f.starts_with("netem")));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use lab::soak::{self, SoakConfig, SoakReport};
+use lab::soak::{self, FaultKind, SoakConfig, SoakReport};
 use xshell::Shell;
 
 use crate::cluster::Cluster;
@@ -29,6 +29,15 @@ pub struct Soak {
     /// Image ids the client loop reads, A..B.
     #[arg(long, default_value = "1..40", value_parser = parse_ids)]
     ids: (u64, u64),
+    /// Kinds of fault in the mixed phase, comma-separated. Without `kill` no member
+    /// restarts, so every member's memory is judged.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "pause,partition,netem,kill"
+    )]
+    faults: Vec<FaultKind>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -69,6 +78,7 @@ impl Soak {
             seed: self.seed,
             rss_growth_limit_kib: self.rss_growth_mb * 1024,
             ids: self.ids,
+            faults: self.faults,
         };
         let Cluster {
             project,
