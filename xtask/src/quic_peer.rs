@@ -156,7 +156,10 @@ fn panics_in(logs: &Path) -> anyhow::Result<()> {
             eprintln!("no panic in the {read} member logs of {}", logs.display());
             Ok(())
         }
-        Some(first) => anyhow::bail!("{} panic lines in the logs, first: {first}", found.len()),
+        Some(first) => anyhow::bail!(
+            "a member panicked ({} log lines say so); the first: {first}",
+            found.len()
+        ),
     }
 }
 
@@ -217,5 +220,32 @@ impl Drop for PeerCluster<'_> {
                 eprintln!("error: {error:#}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_in_any_log_fails_the_step() {
+        let logs = std::env::temp_dir().join(format!("xtask-quic-peer-{}", std::process::id()));
+        std::fs::create_dir_all(&logs).unwrap();
+        std::fs::write(logs.join("a_node_1.log"), "INFO edge serving\n").unwrap();
+        panics_in(&logs).unwrap();
+        std::fs::write(
+            logs.join("a_canonical.log"),
+            "INFO canonical serving\nthread 'tokio-runtime-worker' panicked at src/lib.rs:1:1:\n",
+        )
+        .unwrap();
+        let error = panics_in(&logs).unwrap_err().to_string();
+        assert!(
+            error.starts_with(
+                "a member panicked (1 log lines say so); the first: a_canonical.log: thread"
+            ),
+            "{error}"
+        );
+        std::fs::remove_dir_all(&logs).unwrap();
+        assert!(panics_in(&logs).is_err(), "a missing log folder is no pass");
     }
 }
