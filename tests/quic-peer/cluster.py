@@ -30,7 +30,7 @@ class Limits:
     edge_connections_per_peer: int
     origin_connections_per_peer: int
     header_timeout_s: float
-    send_stall_timeout_s: float
+    reply_send_deadline_s: float
     reset_stalled: int
 
     @staticmethod

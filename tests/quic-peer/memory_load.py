@@ -60,6 +60,17 @@ LOAD_IMAGE = 1000
 RETURN_BOUND_MIB = 32.0
 # How long the node may take to release the load's memory after the peer disconnects.
 RETURN_DEADLINE = 30.0
+# How late past a server's bound a reset may arrive here: this one Python thread opens 1,000
+# streams on 200 connections and only then reads what arrived.
+LATENESS_S = 3.0
+
+
+def longest_held(streams: list[StreamState]) -> float:
+    """The longest time from opening one of `streams` to its end (inf if one never ended)."""
+    return max(
+        ((s.closed_at - s.opened_at) if s.closed_at is not None else float("inf"))
+        for s in streams
+    )
 
 
 async def load(target: Target, credentials: Credentials, limits: Limits, pid: int,
@@ -114,6 +125,11 @@ async def load(target: Target, credentials: Credentials, limits: Limits, pid: in
         open_now = sum(1 for c in connections if c.terminated is None)
         silent_reset = sum(1 for s in silent if s.reset_code == 0)
         slow_reset = sum(1 for s in slow if s.reset_code == limits.reset_stalled)
+        # A slow reader must have been sent part of its image before the reset, or it was
+        # refused rather than held.
+        slow_started = sum(1 for s in slow if len(s.data) > 0)
+        silent_held = longest_held(silent)
+        slow_held = longest_held(slow)
     finally:
         await asyncio.gather(*(c.shut() for c in connections))
     peak = max(samples)
@@ -130,8 +146,20 @@ async def load(target: Target, credentials: Credentials, limits: Limits, pid: in
         (f"{LOAD_CONNECTIONS} connections held open", open_now == LOAD_CONNECTIONS),
         (f"{len(silent)} silent streams reset (code 0)", silent_reset == len(silent)),
         (
+            f"{len(silent)} silent streams held at most {silent_held:.1f} s "
+            f"(header timeout {limits.header_timeout_s:.0f} s)",
+            silent_held <= limits.header_timeout_s + LATENESS_S,
+        ),
+        (
             f"{len(slow)} slow readers reset (code {limits.reset_stalled})",
             slow_reset == len(slow),
+        ),
+        (f"{slow_started} of {len(slow)} slow readers got part of an image first",
+         slow_started == len(slow)),
+        (
+            f"slow readers held at most {slow_held:.1f} s "
+            f"(reply deadline {limits.reply_send_deadline_s:.0f} s)",
+            slow_held <= limits.reply_send_deadline_s + LATENESS_S,
         ),
         ("a request served under load", served_under_load.startswith(f"image {KNOWN_IMAGE} (")),
         (f"peak below the {limit_mib} MiB container limit", peak < limit_mib),

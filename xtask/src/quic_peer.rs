@@ -120,7 +120,7 @@ fn write_limits(path: &Path) -> anyhow::Result<()> {
         "edge_connections_per_peer": limits::EDGE_CONNECTIONS_PER_PEER,
         "origin_connections_per_peer": limits::ORIGIN_CONNECTIONS_PER_PEER,
         "header_timeout_s": limits::HEADER_TIMEOUT.as_secs_f64(),
-        "send_stall_timeout_s": limits::SEND_STALL_TIMEOUT.as_secs_f64(),
+        "reply_send_deadline_s": limits::REPLY_SEND_DEADLINE.as_secs_f64(),
         "reset_stalled": wire::frame::RESET_STALLED,
     });
     if let Some(parent) = path.parent() {
