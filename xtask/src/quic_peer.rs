@@ -60,7 +60,11 @@ pub fn run(sh: &Shell) -> anyhow::Result<()> {
             --load --node-pid {node_pid} --memory-limit-mb {memory_mb}"
     )
     .run()
-    .map_err(|_| anyhow::anyhow!("the quic peer saw outcomes it did not expect (table above)"));
+    .map_err(|error| {
+        anyhow::anyhow!(
+            "the quic peer failed ({error}): an outcome differed (the table above) or its input was bad (its error line above)"
+        )
+    });
     // Stopped first, so a panic on the way down is in the logs too.
     let stopped = cluster.stop();
     let panics = panics_in(&cluster_dir.join("logs"));
