@@ -5,6 +5,7 @@
 
 mod cluster;
 mod commands;
+mod quic_peer;
 mod tally;
 
 use std::fmt;

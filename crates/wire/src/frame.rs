@@ -164,6 +164,23 @@ mod tests {
         assert_eq!(decode_frame::<Request>(&bytes).unwrap(), request);
     }
 
+    /// The exact bytes of two requests, as `tests/quic-peer/peer.py` writes them by hand
+    /// (serde's externally tagged enums: a unit variant is its name as a text string, a
+    /// struct variant a one-entry map from its name to a map of its fields). A change here
+    /// breaks that independent peer; update both together.
+    #[test]
+    fn request_encoding_is_what_the_python_peer_sends() {
+        let hex = |bytes: Vec<u8>| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
+        assert_eq!(
+            hex(encode_header(&Request::GetImage { id: ImageId(123) }).unwrap()),
+            "00000010a168476574496d616765a1626964187b"
+        );
+        assert_eq!(
+            hex(encode_header(&Request::Ping).unwrap()),
+            "000000056450696e67"
+        );
+    }
+
     #[test]
     fn oversized_header_is_refused_before_allocation() {
         let mut bytes = (MAX_HEADER_BYTES + 1).to_be_bytes().to_vec();

@@ -1,7 +1,8 @@
 //! `cargo xtask test`: what CI runs. Format check, clippy with warnings denied, the workspace
-//! tests, then the Docker end-to-end suite (`crates/e2e`, ordinary tests behind the
-//! `FLOTILLA_E2E=1` switch) when an engine answers, and a loud banner when it does not. Ends
-//! with `N passed, N failed` over those steps; any failure makes the exit code 1.
+//! tests, the independent QUIC peer (aioquic) against a process cluster of its own
+//! ([`crate::quic_peer`]), then the Docker end-to-end suite (`crates/e2e`, ordinary tests
+//! behind the `FLOTILLA_E2E=1` switch) when an engine answers, and a loud banner when it does
+//! not. Ends with `N passed, N failed` over those steps; any failure makes the exit code 1.
 
 use lab::docker;
 use xshell::{cmd, Shell};
@@ -19,14 +20,20 @@ pub struct Test {
     #[arg(long, conflicts_with = "e2e_only")]
     no_e2e: bool,
     /// Run only the Docker end-to-end suite.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "quic_peer_only")]
     e2e_only: bool,
+    /// Run only the independent QUIC peer (aioquic) against a process cluster of its own.
+    #[arg(long)]
+    quic_peer_only: bool,
 }
+
+/// The name of the QUIC peer's step in the tally.
+const QUIC_PEER_STEP: &str = "quic peer (aioquic) against a process cluster";
 
 impl Test {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
         let mut tally = Tally::default();
-        if !self.e2e_only {
+        if !self.e2e_only && !self.quic_peer_only {
             tally.step("cargo fmt --all -- --check", || {
                 Ok(cmd!(sh, "cargo fmt --all -- --check").run()?)
             });
@@ -41,8 +48,14 @@ impl Test {
                     .run()?)
             });
         }
+        if !self.e2e_only {
+            // Needs no Docker engine: its cluster runs as local processes.
+            tally.step(QUIC_PEER_STEP, || crate::quic_peer::run(sh));
+        }
         let skipped = if self.no_e2e {
             Some("--no-e2e was given".to_string())
+        } else if self.quic_peer_only {
+            Some("--quic-peer-only was given".to_string())
         } else {
             match docker::engine(sh) {
                 Ok(_) => {

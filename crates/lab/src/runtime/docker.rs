@@ -70,8 +70,9 @@ fn placement(state: &State) -> Placement {
     }
 }
 
-/// The memory limit of `member`: a cache of `--cache-mb` fits with room to spare.
-fn memory_mb(state: &State, member: &MemberState) -> u32 {
+/// The container memory limit of `member`, in MiB: a cache of `--cache-mb` fits with room to
+/// spare. Tests on the process runtime hold a member's resident memory to it too.
+pub fn memory_limit_mb(state: &State, member: &MemberState) -> u32 {
     if member.is_canonical() {
         return CANONICAL_MEMORY_MB;
     }
@@ -102,7 +103,7 @@ fn run(sh: &Shell, project: &Project, state: &State, member: &MemberState) -> an
         "--read-only".into(),
         "--cap-drop=ALL".into(),
         "--security-opt=no-new-privileges".into(),
-        format!("--memory={}m", memory_mb(state, member)),
+        format!("--memory={}m", memory_limit_mb(state, member)),
         "--restart=no".into(),
         "--log-driver=json-file".into(),
         format!("--log-opt={LOG_MAX_SIZE}"),

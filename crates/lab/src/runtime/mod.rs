@@ -15,7 +15,7 @@ use std::time::SystemTime;
 use chaos::FaultTarget;
 use xshell::Shell;
 
-pub use self::docker::DockerRuntime;
+pub use self::docker::{memory_limit_mb, DockerRuntime};
 pub use self::process::ProcessRuntime;
 use crate::project::Project;
 use crate::state::{MemberState, RuntimeKind, State};
