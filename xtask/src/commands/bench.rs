@@ -36,8 +36,8 @@ enum Which {
 struct Cache {
     /// Object sizes, comma-separated (k = 1024 bytes, m = 1024 k) [default: 10k,100k,1m,5m;
     /// with --quick 10k,1m].
-    #[arg(long, value_name = "LIST", value_parser = parse_sizes)]
-    sizes: Option<Vec<u64>>,
+    #[arg(long, value_name = "LIST", value_parser = parse_size_list)]
+    sizes: Option<SizeList>,
     /// Requests in flight at once, for wrk and client bench alike.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     concurrency: u32,
@@ -57,6 +57,14 @@ struct Cache {
     /// Print the report as JSON (progress still goes to stderr).
     #[arg(long)]
     json: bool,
+}
+
+/// The sizes of `--sizes`, one value for clap (a bare `Vec` would be taken as many values).
+#[derive(Clone, Debug)]
+struct SizeList(Vec<u64>);
+
+fn parse_size_list(text: &str) -> Result<SizeList, String> {
+    parse_sizes(text).map(SizeList)
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -108,7 +116,7 @@ impl Cache {
             (DEFAULT_SIZES.to_vec(), DEFAULT_SECONDS)
         };
         let config = cachebench::Config {
-            sizes: self.sizes.unwrap_or(default_sizes),
+            sizes: self.sizes.map_or(default_sizes, |list| list.0),
             concurrency: self.concurrency,
             seconds: self.seconds.unwrap_or(default_seconds),
             runtimes,
