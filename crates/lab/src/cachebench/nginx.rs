@@ -52,6 +52,7 @@ impl Nginx {
     /// Writes the configuration and a fresh certificate into `dir` and starts nginx on
     /// `core`, serving `objects` through its cache; returns once it accepts connections.
     pub fn start(dir: &Path, objects: &Path, core: usize) -> anyhow::Result<Nginx> {
+        stop_leftover(dir);
         // The cache of an earlier run would make the warm-up a hit already; start empty.
         let _ = fs::remove_dir_all(dir);
         for sub in ["cache", "temp", "logs"] {
@@ -151,6 +152,28 @@ impl Drop for Nginx {
         // SAFETY: as above; a group that is gone makes this a harmless ESRCH.
         unsafe { libc::kill(group, libc::SIGKILL) };
         let _ = self.child.wait();
+    }
+}
+
+/// Stops the nginx an interrupted run left behind (Ctrl-C ends xtask before its guards run;
+/// nginx, in a process group of its own, keeps running): the pid in its pid file, if that
+/// process is still an nginx.
+fn stop_leftover(dir: &Path) {
+    let Some(pid) = fs::read_to_string(dir.join("nginx.pid"))
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if String::from_utf8_lossy(&cmdline).contains("nginx") {
+        eprintln!("bench cache: stopping the nginx (pid {pid}) an earlier run left running");
+        // SAFETY: kill(2) on a pid that is an nginx master; SIGQUIT lets it stop its workers.
+        unsafe { libc::kill(pid, libc::SIGQUIT) };
+        let started = Instant::now();
+        while started.elapsed() < STOP_GRACE && Path::new(&format!("/proc/{pid}")).exists() {
+            std::thread::sleep(POLL);
+        }
     }
 }
 
