@@ -4,7 +4,7 @@
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
@@ -21,7 +21,10 @@ const MAX_LATENCY_MICROS: u64 = 60_000_000;
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct BenchConfig {
+    /// Most requests to issue; with `duration`, the run also ends when that time is up.
     pub requests: u64,
+    /// Run for this long (requests started before the end are finished and counted).
+    pub duration: Option<Duration>,
     pub concurrency: usize,
     pub ids: RangeInclusive<u64>,
     /// Zipf exponent; 0 means uniform.
@@ -74,6 +77,7 @@ pub async fn run(client: Arc<Client>, config: BenchConfig) -> anyhow::Result<Ben
     };
     let issued = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
+    let deadline = config.duration.map(|duration| started + duration);
     let mut tasks = Vec::with_capacity(config.concurrency);
     for worker_index in 0..config.concurrency {
         let client = client.clone();
@@ -95,7 +99,7 @@ pub async fn run(client: Arc<Client>, config: BenchConfig) -> anyhow::Result<Ben
             };
             loop {
                 let ticket = issued.fetch_add(1, Ordering::Relaxed);
-                if ticket >= config.requests {
+                if ticket >= config.requests || deadline.is_some_and(|end| Instant::now() >= end) {
                     break;
                 }
                 let offset = match &zipf {

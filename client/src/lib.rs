@@ -4,7 +4,7 @@
 
 pub mod bench;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -15,7 +15,8 @@ use net::tls::Credentials;
 use net::CallError;
 use wire::cluster::{ClusterFile, Member};
 use wire::limits::{
-    CLIENT_ATTEMPT_TIMEOUT, CLIENT_CONNECT_GRACE, CLIENT_EDGES_AFTER_ORIGIN_DOWN, HEADER_TIMEOUT,
+    BRIDGE_PROBE_TIMEOUT, CLIENT_ATTEMPT_TIMEOUT, CLIENT_CONNECT_GRACE,
+    CLIENT_EDGES_AFTER_ORIGIN_DOWN, HEADER_TIMEOUT,
 };
 use wire::message::ErrorKind;
 use wire::routing::{rank, Routing};
@@ -82,6 +83,9 @@ pub struct Client {
     routing: Routing,
     /// Edges that failed in this process; tried only after the others.
     down: Mutex<BTreeSet<NodeIndex>>,
+    /// The address each member is reached at, by index, once chosen: its bridge address
+    /// when that answered a probe, else its published port.
+    addresses: Mutex<HashMap<u16, String>>,
 }
 
 impl Client {
@@ -109,16 +113,48 @@ impl Client {
             pool: Pool::new(endpoint, credentials.origin_trust()),
             routing,
             down: Mutex::new(BTreeSet::new()),
+            addresses: Mutex::new(HashMap::new()),
         })
     }
 
-    fn target(member: &Member) -> Target {
+    /// Where to reach `member`. The first call for a member with a bridge address (Docker
+    /// on Linux: no docker-proxy in the way) dials it for at most [`BRIDGE_PROBE_TIMEOUT`];
+    /// if that fails the published port is used from then on. The connection the probe made
+    /// is the one later requests use. Certificates are checked by role name, not address.
+    async fn target(&self, member: &Member) -> Target {
         let role = if member.index == 0 {
             Role::Canonical
         } else {
             Role::Node(NodeIndex(member.index))
         };
-        Target::new(member.quic.clone(), role)
+        let chosen = self
+            .addresses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&member.index)
+            .cloned();
+        if let Some(address) = chosen {
+            return Target::new(address, role);
+        }
+        let address = match &member.bridge {
+            Some(bridge) => {
+                let probe = Target::new(bridge.clone(), role);
+                match tokio::time::timeout(BRIDGE_PROBE_TIMEOUT, self.pool.connection(&probe)).await
+                {
+                    Ok(Ok(_)) => bridge.clone(),
+                    _ => {
+                        tracing::debug!(name = %member.name, %bridge, "bridge address did not answer; using the published port");
+                        member.quic.clone()
+                    }
+                }
+            }
+            None => member.quic.clone(),
+        };
+        self.addresses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(member.index, address.clone());
+        Target::new(address, role)
     }
 
     fn edges(&self) -> Vec<NodeIndex> {
@@ -152,7 +188,8 @@ impl Client {
             .nodes
             .iter()
             .map(|member| async move {
-                let ok = self.pool.connection(&Client::target(member)).await.is_ok();
+                let target = self.target(member).await;
+                let ok = self.pool.connection(&target).await.is_ok();
                 (NodeIndex(member.index), ok)
             })
             .collect();
@@ -255,7 +292,7 @@ impl Client {
         let member = self
             .member(edge)
             .ok_or(ClientError::Remote(format!("unknown edge {edge}")))?;
-        let target = Client::target(member);
+        let target = self.target(member).await;
         let fetched =
             tokio::time::timeout(CLIENT_ATTEMPT_TIMEOUT, self.pool.get_image(&target, id))
                 .await
@@ -301,7 +338,7 @@ impl Client {
             let Some(member) = self.member(edge) else {
                 continue;
             };
-            let target = Client::target(member);
+            let target = self.target(member).await;
             let answer =
                 tokio::time::timeout(CLIENT_ATTEMPT_TIMEOUT, self.pool.image_size(&target, id))
                     .await;
@@ -338,7 +375,7 @@ impl Client {
     }
 
     async fn probe(&self, member: Member) -> Probe {
-        let target = Client::target(&member);
+        let target = self.target(&member).await;
         let mut probe = Probe {
             member,
             rtt: None,

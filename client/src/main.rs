@@ -62,9 +62,12 @@ enum Command {
     },
     /// Load-test the cluster and report throughput and latency percentiles.
     Bench {
-        /// Total requests.
-        #[arg(long, default_value_t = 2000)]
-        requests: u64,
+        /// Total requests [default: 2000, or no limit with --seconds].
+        #[arg(long)]
+        requests: Option<u64>,
+        /// Run for S seconds instead of a number of requests (both: whichever ends first).
+        #[arg(long, value_name = "S", value_parser = parse_seconds)]
+        seconds: Option<f64>,
         /// Requests in flight at once.
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
@@ -84,6 +87,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Requests `bench` issues when neither `--requests` nor `--seconds` is given.
+const DEFAULT_REQUESTS: u64 = 2000;
+/// Longest `bench --seconds` run (an hour): a longer one is more likely a typo.
+const MAX_BENCH_SECONDS: f64 = 3600.0;
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds <= MAX_BENCH_SECONDS => Ok(seconds),
+        _ => Err(format!(
+            "`{text}` is not a duration in seconds above 0 and at most {MAX_BENCH_SECONDS}"
+        )),
+    }
 }
 
 fn parse_range(text: &str) -> Result<(u64, u64), String> {
@@ -210,6 +227,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Bench {
             requests,
+            seconds,
             concurrency,
             ids,
             zipf,
@@ -219,8 +237,15 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         } => {
             let client = Arc::new(client);
             client.connect_all().await?;
+            let duration = seconds.map(std::time::Duration::from_secs_f64);
+            let requests = requests.unwrap_or(if duration.is_some() {
+                u64::MAX
+            } else {
+                DEFAULT_REQUESTS
+            });
             let config = BenchConfig {
                 requests,
+                duration,
                 concurrency,
                 ids: ids.0..=ids.1,
                 zipf,
@@ -228,8 +253,13 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 sweep,
             };
             if !json {
+                let amount = match (seconds, requests) {
+                    (Some(seconds), u64::MAX) => format!("{seconds} s"),
+                    (Some(seconds), requests) => format!("{seconds} s or {requests} requests"),
+                    (None, requests) => format!("{requests} requests"),
+                };
                 eprintln!(
-                    "bench: {requests} requests, concurrency {concurrency}, ids {}..{}, {}",
+                    "bench: {amount}, concurrency {concurrency}, ids {}..{}, {}",
                     ids.0,
                     ids.1,
                     if sweep {

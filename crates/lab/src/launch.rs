@@ -96,6 +96,7 @@ mod tests {
             quic_port: 0,
             metrics_port: 0,
             pid: None,
+            bridge: None,
         }
     }
 

@@ -6,6 +6,7 @@
 //! This crate drives the programs; it never links them: it depends on `wire` for the
 //! vocabulary and on `chaos` for faults, never on the network stack.
 
+pub mod cachebench;
 pub mod certs;
 pub mod client;
 pub mod docker;

@@ -63,6 +63,12 @@ fn static_triple(sh: &Shell) -> anyhow::Result<(String, bool)> {
     })
 }
 
+/// Where [`build_binaries`] puts the binaries: `target/<triple>/release`.
+pub fn binaries_dir(sh: &Shell, project: &Project) -> anyhow::Result<PathBuf> {
+    let (triple, _) = static_triple(sh)?;
+    Ok(project.target_dir.join(triple).join("release"))
+}
+
 /// Builds the node, canonical and client statically in release mode and checks the result.
 pub fn build_binaries(sh: &Shell, project: &Project) -> anyhow::Result<StaticBinaries> {
     let (triple, musl) = static_triple(sh)?;

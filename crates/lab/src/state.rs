@@ -61,6 +61,9 @@ pub struct MemberState {
     /// Process id on the process runtime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// QUIC address on the container network (Docker runtime), as last seen running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
 }
 
 impl MemberState {
@@ -211,11 +214,20 @@ impl State {
     }
 
     /// The public description the client reads.
+    /// Records each member's bridge address as `addresses` gives it (by member index); a
+    /// member missing from it has none.
+    pub fn set_bridges(&mut self, addresses: &BTreeMap<u16, String>) {
+        for member in &mut self.members {
+            member.bridge = addresses.get(&member.index).cloned();
+        }
+    }
+
     pub fn cluster_file(&self) -> ClusterFile {
         let member = |m: &MemberState| Member {
             name: m.name.clone(),
             index: m.index,
             quic: format!("127.0.0.1:{}", m.quic_port),
+            bridge: m.bridge.clone(),
             metrics: metrics_url(m.metrics_port),
         };
         ClusterFile {
@@ -358,6 +370,7 @@ mod tests {
                     quic_port: 17000 + index,
                     metrics_port: 19100 + index,
                     pid: None,
+                    bridge: None,
                 })
                 .collect(),
             partition: Some(vec![vec![1], vec![2]]),

@@ -2,8 +2,9 @@
 //! endpoint that exposes it. Rendering is metrics-exporter-prometheus's; this module only
 //! registers handles and answers `GET /metrics`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use metrics::{Counter, Gauge, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
@@ -20,6 +21,10 @@ const MAX_HTTP_REQUEST_BYTES: usize = 8 * 1024;
 #[derive(Clone)]
 pub struct Registry {
     recorder: Arc<PrometheusRecorder>,
+    /// `flotilla_requests_total` by (kind, outcome), registered the first time each pair is
+    /// counted and kept: registering builds a labelled key, describes the metric and looks
+    /// the key up in the recorder under its locks, which a request should not pay for.
+    requests: Arc<RwLock<HashMap<(&'static str, &'static str), Counter>>>,
 }
 
 impl Default for Registry {
@@ -32,6 +37,7 @@ impl Registry {
     pub fn new() -> Registry {
         Registry {
             recorder: Arc::new(PrometheusBuilder::new().build_recorder()),
+            requests: Arc::default(),
         }
     }
 
@@ -86,13 +92,30 @@ impl Registry {
 
     /// Counts one request of `kind` ending in `outcome` (`flotilla_requests_total`), the
     /// counter every Flotilla server exports.
+    /// The handle of each pair is registered once; later requests take a read lock and
+    /// increment an atomic.
     pub fn count_request(&self, kind: &'static str, outcome: &'static str) {
-        self.counter(
-            "flotilla_requests_total",
-            "Requests served, by kind and outcome",
-            &[("kind", kind.to_string()), ("outcome", outcome.to_string())],
-        )
-        .increment(1);
+        if let Some(counter) = self
+            .requests
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(kind, outcome))
+        {
+            counter.increment(1);
+            return;
+        }
+        self.requests
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((kind, outcome))
+            .or_insert_with(|| {
+                self.counter(
+                    "flotilla_requests_total",
+                    "Requests served, by kind and outcome",
+                    &[("kind", kind.to_string()), ("outcome", outcome.to_string())],
+                )
+            })
+            .increment(1);
     }
 
     /// The exposition text.

@@ -207,6 +207,7 @@ impl Builder {
                 name: "test_canonical".into(),
                 index: 0,
                 quic: origin.to_string(),
+                bridge: None,
                 metrics: String::new(),
             },
             nodes: nodes
@@ -215,6 +216,7 @@ impl Builder {
                     name: format!("test_node_{index}"),
                     index: index.0,
                     quic: node.running.quic.to_string(),
+                    bridge: None,
                     metrics: String::new(),
                 })
                 .collect(),

@@ -32,6 +32,12 @@ pub struct Member {
     pub index: u16,
     /// QUIC address reachable from the host (`127.0.0.1:port`).
     pub quic: String,
+    /// QUIC address on the Docker bridge network (`172.18.0.3:7000`): on Linux the host
+    /// reaches it directly, without docker-proxy on the published port. The client prefers it
+    /// when it answers a short probe and falls back to `quic` (e.g. on Docker Desktop).
+    /// Certificates are checked by name, so this address may change freely.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
     /// Prometheus metrics URL reachable from the host.
     pub metrics: String,
 }

@@ -117,6 +117,11 @@ pub const CLIENT_EDGES_AFTER_ORIGIN_DOWN: usize = 1;
 /// answered.
 pub const CLIENT_CONNECT_GRACE: Duration = Duration::from_millis(300);
 
+/// How long the client tries a member's bridge address (Docker's container network) before
+/// it takes the published port instead: a handshake on one machine takes milliseconds, and
+/// where the bridge is unreachable (Docker Desktop) nothing answers at all.
+pub const BRIDGE_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// How long one election message may take to be acknowledged before it is abandoned (the
 /// protocol tolerates loss; a retry would only be stale).
 pub const ELECTION_SEND_TIMEOUT: Duration = Duration::from_millis(1000);

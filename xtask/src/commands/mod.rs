@@ -87,6 +87,21 @@ mod tests {
     }
 
     #[test]
+    fn bench_cache_takes_a_size_list_and_refuses_bad_ones() {
+        let good = [
+            "xtask", "bench", "cache", "--sizes", "10k,1m", "--quick", "--json",
+        ];
+        assert!(Cli::try_parse_from(good).is_ok());
+        for bad in ["3x", "0", "10k,,1m", "65m"] {
+            let error =
+                Cli::try_parse_from(["xtask", "bench", "cache", "--sizes", bad]).expect_err(bad);
+            assert_eq!(error.exit_code(), 2, "--sizes {bad}");
+        }
+        let error = Cli::try_parse_from(["xtask", "bench", "cache", "--seconds", "0"]).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+    }
+
+    #[test]
     fn node_counts_outside_1_to_64_are_usage_errors() {
         for bad in ["0", "65", "-1", "x"] {
             let error = Cli::try_parse_from(["xtask", "up", bad]).unwrap_err();

@@ -33,6 +33,9 @@ impl Restart {
             runtime,
         } = &mut cluster;
         faults::restore(sh, project, runtime.as_ref(), state, &[member.index])?;
+        // A restarted container may come back at another address on its network.
+        let bridges = runtime.bridge_addresses(sh, state);
+        state.set_bridges(&bridges);
         cluster.save()?;
         let restarted = started.elapsed();
         let client = client::binary(&cluster.project)?;

@@ -237,6 +237,7 @@ impl Up {
                 quic_port: pair.quic,
                 metrics_port: pair.metrics,
                 pid: None,
+                bridge: None,
             })
             .collect();
         Ok(State {
@@ -290,6 +291,8 @@ fn launch(
     }
     // Started members came up in fresh network namespaces.
     faults::restore(sh, project, runtime, state, &started)?;
+    let bridges = runtime.bridge_addresses(sh, state);
+    state.set_bridges(&bridges);
     state.save(&project.cluster_dir)?;
     let client = client::binary(project)?;
     let all: Vec<u16> = state.members.iter().map(|m| m.index).collect();

@@ -2,7 +2,7 @@
 //! network, the network and volume around them, and how containers are found (by label),
 //! stopped, frozen and entered.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::process::Command;
 use std::time::SystemTime;
 
@@ -385,6 +385,19 @@ impl Runtime for DockerRuntime {
         docker::run(sh, &["start".into(), member.name.clone()])
             .map_err(|error| explain_start_failure(&member, error))?;
         Ok(Started::Started)
+    }
+
+    fn bridge_addresses(&self, sh: &Shell, state: &State) -> BTreeMap<u16, String> {
+        // Without a listing the client keeps the published ports, which always work.
+        self.own(sh, state)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|container| container.is_running())
+            .filter_map(|container| {
+                let ip = container.ip.filter(|ip| !ip.is_empty())?;
+                Some((container.index, format!("{ip}:{QUIC_PORT}")))
+            })
+            .collect()
     }
 
     fn restart(&self, sh: &Shell, state: &mut State, index: u16) -> anyhow::Result<()> {

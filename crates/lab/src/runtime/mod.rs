@@ -2,12 +2,13 @@
 //! and each runtime says how (or, in one line, that it cannot).
 //!
 //! - [`DockerRuntime`]: hardened scratch containers on a Docker engine, found by label.
-//! - [`ProcessRuntime`]: the dev binaries as local processes on 127.0.0.1, tracked by pid.
+//! - [`ProcessRuntime`]: the static release binaries as local processes on 127.0.0.1, tracked
+//!   by pid.
 
 mod docker;
 mod process;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::process::Command;
 use std::time::SystemTime;
@@ -111,6 +112,13 @@ pub trait Runtime {
     /// Stops member `index` if it runs (gracefully, then by force) and starts it again on
     /// the same ports; may record a pid in `state` (the caller saves it).
     fn restart(&self, sh: &Shell, state: &mut State, index: u16) -> anyhow::Result<()>;
+
+    /// Each running member's QUIC address on the container network, by member index, for
+    /// `cluster.toml`'s `bridge` (the client's fast path past docker-proxy); none on runtimes
+    /// whose members the host reaches directly.
+    fn bridge_addresses(&self, _sh: &Shell, _state: &State) -> BTreeMap<u16, String> {
+        BTreeMap::new()
+    }
 
     /// Accepts the canonical's images as they are now (`up --reindex`): stops the canonical
     /// if it runs (the caller starts it again), runs it once with `--reindex` over the same

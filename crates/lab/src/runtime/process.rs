@@ -16,6 +16,7 @@ use xshell::{cmd, Shell};
 use super::{MemberStatus, Runtime, Started};
 use crate::launch::{images_catalog_name, member_args, reindex_args, Placement};
 use crate::project::Project;
+use crate::release;
 use crate::state::{MemberState, RuntimeKind, State};
 
 /// How long a member gets to stop after SIGTERM before it is killed.
@@ -23,7 +24,9 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How often a stopping process is checked.
 const POLL: Duration = Duration::from_millis(50);
 
-/// The dev-profile binaries the process runtime runs.
+/// The binaries the process runtime runs: the static release build `up` makes for the
+/// Docker images (`target/<triple>/release`), so both runtimes run the same optimized code
+/// and the heavy crates are compiled once for both.
 struct Binaries {
     pub node: PathBuf,
     pub canonical: PathBuf,
@@ -31,7 +34,11 @@ struct Binaries {
 
 impl Binaries {
     fn locate(project: &Project) -> Binaries {
-        let dir = project.target_dir.join("debug");
+        // Without rustc there is nothing to run anyway; `build` then says why in one line.
+        let dir = Shell::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|sh| release::binaries_dir(&sh, project))
+            .unwrap_or_else(|_| project.target_dir.join("release"));
         Binaries {
             node: dir.join("flotilla-node"),
             canonical: dir.join("flotilla-canonical"),
@@ -47,20 +54,9 @@ impl Binaries {
     }
 }
 
-/// Builds the dev binaries; cargo prints its own progress and errors.
-fn build(sh: &Shell) -> anyhow::Result<()> {
-    eprintln!("building binaries (cargo build, dev profile)");
-    cmd!(
-        sh,
-        "cargo build --quiet --bins -p flotilla-node -p flotilla-canonical -p flotilla-client"
-    )
-    .quiet()
-    .run()
-    .map_err(|_| {
-        anyhow::anyhow!(
-            "the workspace does not build (see cargo's errors above); fix them and run `up` again"
-        )
-    })
+/// Builds the static release binaries; cargo prints its own errors.
+fn build(sh: &Shell, project: &Project) -> anyhow::Result<()> {
+    release::build_binaries(sh, project).map(drop)
 }
 
 /// Status of `member`'s recorded pid; a pid now used by another program counts as gone.
@@ -201,7 +197,7 @@ fn log_tail(project: &Project, member: &MemberState, count: usize) -> String {
     lines[lines.len().saturating_sub(count)..].join("\n")
 }
 
-/// The dev binaries as local processes on 127.0.0.1.
+/// The release binaries as local processes on 127.0.0.1.
 pub struct ProcessRuntime {
     project: Project,
     binaries: Binaries,
@@ -238,7 +234,7 @@ impl Runtime for ProcessRuntime {
     }
 
     fn build(&self, sh: &Shell) -> anyhow::Result<()> {
-        build(sh)
+        build(sh, &self.project)
     }
 
     fn reserved_ports(&self, _sh: &Shell) -> anyhow::Result<HashSet<u16>> {

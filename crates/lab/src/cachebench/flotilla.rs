@@ -1,0 +1,207 @@
+//! The Flotilla side: a cluster of one edge started by xtask's own `up` in a cluster folder of
+//! its own (`FLOTILLA_CLUSTER`), serving the objects folder; its members pinned to the
+//! server's core; loaded by the release `client bench` on the load core. [`Cluster`]'s Drop
+//! runs `down --volumes`, also on failure.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::Context;
+use serde::Deserialize;
+use wire::cluster::CLUSTER_ENV;
+use xshell::{cmd, Shell};
+
+use super::Cell;
+use crate::state::{RuntimeKind, State};
+
+/// A running bench cluster, stopped and removed when dropped.
+pub struct Cluster {
+    xtask: PathBuf,
+    dir: PathBuf,
+    pub runtime: RuntimeKind,
+}
+
+impl Cluster {
+    /// Starts the canonical and one edge on `runtime` with `objects` as its images, named
+    /// `prefix`, recorded in `dir`; pins them to `core`.
+    pub fn up(
+        sh: &Shell,
+        xtask: &Path,
+        dir: &Path,
+        prefix: &str,
+        runtime: RuntimeKind,
+        objects: &Path,
+        core: usize,
+    ) -> anyhow::Result<Cluster> {
+        // What an interrupted run left behind goes first; its catalogs with it.
+        if dir.join("state.json").exists() {
+            down(xtask, dir);
+        }
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let cluster = Cluster {
+            xtask: xtask.to_path_buf(),
+            dir: dir.to_path_buf(),
+            runtime,
+        };
+        let runtime_word = runtime.to_string();
+        cmd!(
+            sh,
+            "{xtask} up 1 --runtime {runtime_word} --name {prefix} --images {objects}"
+        )
+        .env(CLUSTER_ENV, dir)
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .with_context(|| format!("starting the {runtime} bench cluster `{prefix}`"))?;
+        cluster.pin(sh, core)?;
+        Ok(cluster)
+    }
+
+    /// Moves every member onto `core`: all threads of each process, or each container's
+    /// cpuset.
+    fn pin(&self, sh: &Shell, core: usize) -> anyhow::Result<()> {
+        let state = State::require(&self.dir)?;
+        let core = core.to_string();
+        for member in &state.members {
+            match (self.runtime, member.pid) {
+                (RuntimeKind::Process, Some(pid)) => {
+                    let pid = pid.to_string();
+                    cmd!(sh, "taskset -a -p -c {core} {pid}")
+                        .quiet()
+                        .ignore_stdout()
+                        .run()
+                        .with_context(|| format!("pinning {} to core {core}", member.name))?;
+                }
+                (RuntimeKind::Process, None) => {
+                    anyhow::bail!("{} has no recorded pid to pin", member.name)
+                }
+                (RuntimeKind::Docker, _) => {
+                    let name = &member.name;
+                    cmd!(sh, "docker update --cpuset-cpus {core} {name}")
+                        .quiet()
+                        .ignore_stdout()
+                        .run()
+                        .with_context(|| format!("pinning {name} to core {core}"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One `client bench` run of `seconds` (or one request) on image `id` from `core`.
+    fn client_bench(
+        &self,
+        sh: &Shell,
+        client: &Path,
+        id: u64,
+        concurrency: u32,
+        amount: Amount,
+        core: usize,
+    ) -> anyhow::Result<ClientReport> {
+        let (core, ids, concurrency) = (
+            core.to_string(),
+            format!("{id}..{id}"),
+            concurrency.to_string(),
+        );
+        let dir = &self.dir;
+        let amount = match amount {
+            Amount::Seconds(seconds) => vec!["--seconds".to_string(), seconds.to_string()],
+            Amount::OneRequest => vec!["--requests".to_string(), "1".to_string()],
+        };
+        let output = cmd!(
+            sh,
+            "taskset -c {core} {client} --cluster {dir} bench --ids {ids} --concurrency {concurrency} {amount...} --json"
+        )
+        .quiet()
+        .ignore_status()
+        .output()
+        .context("running client bench")?;
+        serde_json::from_slice(&output.stdout).with_context(|| {
+            format!(
+                "client bench printed no report ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            )
+        })
+    }
+
+    /// Fetches image `id` once (a miss that fills the edge's cache), then loads it for
+    /// `seconds` and reports what the load measured.
+    pub fn measure(
+        &self,
+        sh: &Shell,
+        client: &Path,
+        id: u64,
+        concurrency: u32,
+        seconds: u32,
+        core: usize,
+    ) -> anyhow::Result<Cell> {
+        let warm = self.client_bench(sh, client, id, 1, Amount::OneRequest, core)?;
+        if warm.errors > 0 {
+            anyhow::bail!(
+                "warming image {id} failed: {}",
+                warm.first_error.unwrap_or_default()
+            );
+        }
+        let report =
+            self.client_bench(sh, client, id, concurrency, Amount::Seconds(seconds), core)?;
+        let good = report.requests - report.errors;
+        let hits = (report.hit_ratio * good as f64).round() as u64;
+        Ok(Cell {
+            requests: report.requests,
+            errors: report.errors,
+            hits,
+            not_hits: report.requests - hits,
+            requests_per_second: report.requests_per_second,
+            megabytes_per_second: report.megabytes_per_second,
+            p50_ms: report.p50_ms,
+            p99_ms: report.p99_ms,
+            seconds: report.seconds,
+        })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        down(&self.xtask, &self.dir);
+    }
+}
+
+/// `xtask down --volumes` on the cluster recorded in `dir`; a failure is said, not raised
+/// (it runs from Drop).
+fn down(xtask: &Path, dir: &Path) {
+    let status = Command::new(xtask)
+        .args(["down", "--volumes"])
+        .env(CLUSTER_ENV, dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status();
+    if !matches!(status, Ok(status) if status.success()) {
+        eprintln!(
+            "stopping the bench cluster in {} failed; run `FLOTILLA_CLUSTER={} cargo xtask down --volumes`",
+            dir.display(),
+            dir.display()
+        );
+    }
+}
+
+/// How long one `client bench` runs.
+enum Amount {
+    Seconds(u32),
+    OneRequest,
+}
+
+/// The part of `client bench --json` this reads.
+#[derive(Deserialize)]
+struct ClientReport {
+    requests: u64,
+    errors: u64,
+    seconds: f64,
+    requests_per_second: f64,
+    megabytes_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    hit_ratio: f64,
+    first_error: Option<String>,
+}
