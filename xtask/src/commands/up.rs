@@ -247,6 +247,7 @@ impl Up {
             members,
             partition: None,
             partition_one_way: false,
+            partition_pairs: Vec::new(),
             netem: Default::default(),
         })
     }
