@@ -103,8 +103,14 @@ impl FromStr for Preset {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PresetError {
     #[error("`{preset}` needs at least {min} nodes, the cluster has {nodes}")]
-    TooFewNodes { preset: Preset, min: u16, nodes: u16 },
-    #[error("`{0}` isolates the leader, and no node leads now; wait for one (`cargo xtask status`)")]
+    TooFewNodes {
+        preset: Preset,
+        min: u16,
+        nodes: u16,
+    },
+    #[error(
+        "`{0}` isolates the leader, and no node leads now; wait for one (`cargo xtask status`)"
+    )]
     NoLeader(Preset),
     #[error("the leader {leader} is not one of the nodes 1 to {nodes}")]
     NoSuchLeader { leader: u16, nodes: u16 },
@@ -233,8 +239,16 @@ mod tests {
             let majority = usize::from(nodes / 2 + 1);
             let views: Vec<BTreeSet<u16>> = (1..=nodes).map(|me| sees(&cut, nodes, me)).collect();
             for (me, view) in views.iter().enumerate() {
-                assert!(view.len() >= majority, "{nodes} nodes: node {} sees {view:?}", me + 1);
-                assert!(view.len() < usize::from(nodes), "{nodes} nodes: node {} sees all", me + 1);
+                assert!(
+                    view.len() >= majority,
+                    "{nodes} nodes: node {} sees {view:?}",
+                    me + 1
+                );
+                assert!(
+                    view.len() < usize::from(nodes),
+                    "{nodes} nodes: node {} sees all",
+                    me + 1
+                );
             }
             let distinct: BTreeSet<&BTreeSet<u16>> = views.iter().collect();
             assert_eq!(distinct.len(), views.len(), "{nodes} nodes: {views:?}");

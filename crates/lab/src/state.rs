@@ -173,8 +173,13 @@ impl State {
     /// Records the partition in force (`None` after `heal`).
     pub fn set_cut(&mut self, cut: Option<Cut>) {
         self.partition_one_way = cut.as_ref().is_some_and(|cut| cut.one_way);
-        self.partition_pairs = cut.as_ref().map(|cut| cut.pairs.clone()).unwrap_or_default();
-        self.partition = cut.map(|cut| cut.groups).filter(|groups| !groups.is_empty());
+        self.partition_pairs = cut
+            .as_ref()
+            .map(|cut| cut.pairs.clone())
+            .unwrap_or_default();
+        self.partition = cut
+            .map(|cut| cut.groups)
+            .filter(|groups| !groups.is_empty());
     }
 
     /// Number of edge nodes.

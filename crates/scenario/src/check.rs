@@ -359,7 +359,14 @@ pub fn check(scenario: &Scenario, history: &History) -> Verdict {
         })
         .collect();
     check_reads(&ops, &mut violations);
-    check_availability(scenario, &ops, &windows, end_ms, &mut summary, &mut violations);
+    check_availability(
+        scenario,
+        &ops,
+        &windows,
+        end_ms,
+        &mut summary,
+        &mut violations,
+    );
 
     violations.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
     Verdict {

@@ -128,7 +128,10 @@ pub enum Action {
 /// How a partition step cuts the network.
 #[derive(Clone, Debug, PartialEq)]
 pub enum PartitionSpec {
-    Groups { groups: Vec<Vec<u16>>, one_way: bool },
+    Groups {
+        groups: Vec<Vec<u16>>,
+        one_way: bool,
+    },
     Preset(Preset),
 }
 
@@ -165,7 +168,11 @@ impl fmt::Display for Action {
                     .iter()
                     .map(|g| g.iter().map(u16::to_string).collect::<Vec<_>>().join(","))
                     .collect();
-                write!(f, "partition {}", groups.join(if *one_way { " -> " } else { " | " }))
+                write!(
+                    f,
+                    "partition {}",
+                    groups.join(if *one_way { " -> " } else { " | " })
+                )
             }
             Action::Heal => f.write_str("heal"),
             Action::Netem { target, shape } => write!(
@@ -436,8 +443,8 @@ fn parse_step(raw: &Spanned<RawStep>, nodes: u16, error: ErrorAt) -> Result<Step
         Action::Resume(target(value, &[All], "resume")?)
     } else if let Some(value) = &step.partition {
         let one_way = step.one_way.as_ref().is_some_and(|o| *o.get_ref());
-        let spec = parse_partition(value.get_ref(), one_way, nodes)
-            .map_err(|m| error(value.span(), m))?;
+        let spec =
+            parse_partition(value.get_ref(), one_way, nodes).map_err(|m| error(value.span(), m))?;
         Action::Partition(spec)
     } else if let Some(heal) = &step.heal {
         if !heal.get_ref() {
@@ -479,7 +486,10 @@ fn parse_target(
             Target::Node(_) => "",
         })
         .collect();
-    let instead = format!("write a node index from 1 to {nodes} or {}", words.join(" or "));
+    let instead = format!(
+        "write a node index from 1 to {nodes} or {}",
+        words.join(" or ")
+    );
     match value {
         toml::Value::Integer(index) if (1..=i64::from(nodes)).contains(index) => {
             Ok(Target::Node(*index as u16))
@@ -504,7 +514,11 @@ fn parse_target(
     }
 }
 
-fn parse_partition(value: &toml::Value, one_way: bool, nodes: u16) -> Result<PartitionSpec, String> {
+fn parse_partition(
+    value: &toml::Value,
+    one_way: bool,
+    nodes: u16,
+) -> Result<PartitionSpec, String> {
     let groups_hint = "write a preset name (e.g. partition = \"majorities-ring\") or groups (e.g. partition = [[1, 2], [3, 4, 5]])";
     match value {
         toml::Value::String(name) => {
@@ -548,7 +562,9 @@ fn parse_partition(value: &toml::Value, one_way: bool, nodes: u16) -> Result<Par
             chaos::partition::Cut::new(parsed.clone(), one_way, nodes)
                 .map_err(|e| format!("{e}; {groups_hint}"))?;
             if parsed.len() < 2 && !one_way {
-                return Err(format!("a partition needs at least two groups; {groups_hint}"));
+                return Err(format!(
+                    "a partition needs at least two groups; {groups_hint}"
+                ));
             }
             Ok(PartitionSpec::Groups {
                 groups: parsed,
@@ -630,10 +646,15 @@ fn parse_percent(text: &str) -> Result<f64, String> {
 
 /// `1..200` (inclusive).
 fn parse_ids(text: &str) -> Result<(u64, u64), String> {
-    let bad = || format!("ids = \"{text}\" is not a range of image ids; write e.g. ids = \"1..200\"");
+    let bad =
+        || format!("ids = \"{text}\" is not a range of image ids; write e.g. ids = \"1..200\"");
     let (first, last) = text.split_once("..").ok_or_else(bad)?;
     let first: u64 = first.trim().parse().map_err(|_| bad())?;
-    let last: u64 = last.trim_start_matches('=').trim().parse().map_err(|_| bad())?;
+    let last: u64 = last
+        .trim_start_matches('=')
+        .trim()
+        .parse()
+        .map_err(|_| bad())?;
     if first == 0 || first > last {
         return Err(bad());
     }

@@ -24,7 +24,9 @@ pub enum HistoryError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path}:{line}: not a history line ({source}); was it written by `cargo xtask scenario`?")]
+    #[error(
+        "{path}:{line}: not a history line ({source}); was it written by `cargo xtask scenario`?"
+    )]
     Line {
         path: String,
         line: usize,
@@ -66,12 +68,11 @@ impl History {
             })
         };
         let (_, first) = next(&mut lines).ok_or_else(|| HistoryError::Empty(name.clone()))??;
-        let header: Header =
-            serde_json::from_str(&first).map_err(|source| HistoryError::Line {
-                path: name.clone(),
-                line: 1,
-                source,
-            })?;
+        let header: Header = serde_json::from_str(&first).map_err(|source| HistoryError::Line {
+            path: name.clone(),
+            line: 1,
+            source,
+        })?;
         let mut events = Vec::new();
         while let Some(line) = next(&mut lines) {
             let (number, line) = line?;

@@ -36,7 +36,11 @@ fn every_shipped_scenario_parses_and_has_steps_and_expectations() {
     }
     let folder = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scenarios");
     let on_disk = std::fs::read_dir(folder).unwrap().count();
-    assert_eq!(on_disk, SHIPPED.len(), "every file in scenarios/ is tested here");
+    assert_eq!(
+        on_disk,
+        SHIPPED.len(),
+        "every file in scenarios/ is tested here"
+    );
 }
 
 #[test]
@@ -83,7 +87,10 @@ fn the_good_file_parses() {
 #[test]
 fn an_unknown_key_names_its_line_and_the_keys_there_are() {
     let message = error_for("kill = \"leader\"", "kil = \"leader\"");
-    assert!(message.starts_with("bad.toml:10: unknown field `kil`"), "{message}");
+    assert!(
+        message.starts_with("bad.toml:10: unknown field `kil`"),
+        "{message}"
+    );
     assert!(message.contains("`kill`"), "{message}");
     assert!(!message.contains('\n'), "one line: {message}");
 }
@@ -99,10 +106,16 @@ fn a_step_after_the_end_says_to_move_it() {
 #[test]
 fn a_node_beyond_the_cluster_names_the_nodes_there_are() {
     let message = error_for("kill = \"leader\"", "kill = 7");
-    assert!(message.starts_with("bad.toml:10: there is no node 7"), "{message}");
+    assert!(
+        message.starts_with("bad.toml:10: there is no node 7"),
+        "{message}"
+    );
     assert!(message.contains("from 1 to 5"), "{message}");
     let message = error_for("kill = \"leader\"", "partition = [[1, 2], [3, 9]]");
-    assert!(message.starts_with("bad.toml:10: there is no node 9"), "{message}");
+    assert!(
+        message.starts_with("bad.toml:10: there is no node 9"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -110,17 +123,45 @@ fn an_unknown_preset_lists_the_presets() {
     let message = error_for("kill = \"leader\"", "partition = \"ring\"");
     assert!(message.starts_with("bad.toml:10: "), "{message}");
     assert!(message.contains("no partition preset `ring`"), "{message}");
-    assert!(message.contains("majorities-ring, bridge, isolate-leader"), "{message}");
+    assert!(
+        message.contains("majorities-ring, bridge, isolate-leader"),
+        "{message}"
+    );
 }
 
 #[test]
 fn other_mistakes_say_what_to_write() {
     let cases = [
-        ("duration = \"30s\"", "duration = \"30 parsecs\"", "bad.toml:2: ", "\"5s\""),
-        ("kill = \"leader\"", "kill = \"leader\"\npause = 2", "bad.toml:8: ", "kill and pause"),
-        ("kill = \"leader\"", "resume = \"leader\"", "bad.toml:10: ", "\"all\""),
-        ("concurrency = 2", "concurrency = 2\nrate = 5", "bad.toml:4: ", "exactly one of"),
-        ("ids = \"1..10\"", "ids = \"10..1\"", "bad.toml:6: ", "\"1..200\""),
+        (
+            "duration = \"30s\"",
+            "duration = \"30 parsecs\"",
+            "bad.toml:2: ",
+            "\"5s\"",
+        ),
+        (
+            "kill = \"leader\"",
+            "kill = \"leader\"\npause = 2",
+            "bad.toml:8: ",
+            "kill and pause",
+        ),
+        (
+            "kill = \"leader\"",
+            "resume = \"leader\"",
+            "bad.toml:10: ",
+            "\"all\"",
+        ),
+        (
+            "concurrency = 2",
+            "concurrency = 2\nrate = 5",
+            "bad.toml:4: ",
+            "exactly one of",
+        ),
+        (
+            "ids = \"1..10\"",
+            "ids = \"10..1\"",
+            "bad.toml:6: ",
+            "\"1..200\"",
+        ),
         ("nodes = 5", "nodes = 0", "bad.toml:1: ", "from 1 to 64"),
     ];
     for (from, to, line, hint) in cases {

@@ -97,13 +97,24 @@ pub struct Fault {
 #[serde(tag = "effect", rename_all = "snake_case")]
 pub enum Effect {
     /// Members stopped; 0 is the canonical.
-    Kill { members: Vec<u16> },
+    Kill {
+        members: Vec<u16>,
+    },
     /// Members started again.
-    Restart { members: Vec<u16> },
-    Pause { nodes: Vec<u16> },
-    Resume { nodes: Vec<u16> },
+    Restart {
+        members: Vec<u16>,
+    },
+    Pause {
+        nodes: Vec<u16>,
+    },
+    Resume {
+        nodes: Vec<u16>,
+    },
     /// The network now drops packets `from -> to` for each of `blocked` (and nothing else).
-    Partition { cut: String, blocked: Vec<[u16; 2]> },
+    Partition {
+        cut: String,
+        blocked: Vec<[u16; 2]>,
+    },
     /// Every partition and netem shape removed.
     Heal,
     Netem {
@@ -113,7 +124,9 @@ pub enum Effect {
         loss: f64,
     },
     /// The step could not be carried out (e.g. `kill leader` with no leader); it changed nothing.
-    Skipped { reason: String },
+    Skipped {
+        reason: String,
+    },
 }
 
 #[cfg(test)]
@@ -143,7 +156,11 @@ mod tests {
         ];
         for event in events {
             let line = serde_json::to_string(&event).unwrap();
-            assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), event, "{line}");
+            assert_eq!(
+                serde_json::from_str::<Event>(&line).unwrap(),
+                event,
+                "{line}"
+            );
         }
     }
 }

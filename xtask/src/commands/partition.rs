@@ -4,8 +4,8 @@
 
 use chaos::partition::{Cut, Group};
 use chaos::presets::{self, Preset};
-use lab::{failover, faults};
 use lab::UsageError;
+use lab::{failover, faults};
 use xshell::Shell;
 
 use crate::cluster::Cluster;
