@@ -8,6 +8,7 @@
 pub mod check;
 pub mod file;
 pub mod history;
+pub mod runs;
 pub mod sim;
 
 pub use check::{check, Summary, Verdict, Violation};
