@@ -187,7 +187,9 @@ pub fn check(scenario: &Scenario, history: &History) -> Verdict {
         .expect
         .max_failover
         .map(|d| d.as_secs_f64() * 1000.0);
-    let end_ms = history.header.duration_ms as f64;
+    // A run interrupted with Ctrl-C ends at its last observation, not at its planned end.
+    let last_seen = history.events.iter().map(event_time_ms).fold(0.0, f64::max);
+    let end_ms = (history.header.duration_ms as f64).min(last_seen);
 
     let mut violations = Vec::new();
     let mut summary = Summary::default();
@@ -372,6 +374,15 @@ pub fn check(scenario: &Scenario, history: &History) -> Verdict {
     Verdict {
         violations,
         summary,
+    }
+}
+
+/// When an observation was made (a read: when it completed).
+fn event_time_ms(event: &Event) -> f64 {
+    match event {
+        Event::Op(op) => op.complete_ms,
+        Event::Sample(sample) => sample.at_ms as f64,
+        Event::Fault(fault) => fault.at_ms as f64,
     }
 }
 

@@ -1,15 +1,20 @@
-//! `cargo xtask scenario sim FILE [--seeds 100]` and `scenario check RUN_DIR`: a scenario's
-//! steps in the election simulation, and the checker over a recorded run (the file, the
-//! history and the checker: the `scenario` crate).
+//! `cargo xtask scenario run FILE`, `scenario sim FILE [--seeds 100]` and `scenario check
+//! RUN_DIR`: a scenario on a cluster (`lab::scenario`), its steps in the election simulation,
+//! and the checker over a recorded run (the file, the history and the checker: the `scenario`
+//! crate).
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use lab::project::Project;
+use lab::runtime;
+use lab::state::{RuntimeKind, State};
 use lab::UsageError;
 use scenario::{runs, sim, Scenario, Verdict};
 use xshell::Shell;
 
+use crate::cluster::Cluster;
+use crate::commands::{down::Down, up::Up};
 use crate::Exit;
 
 /// Most seeds one `scenario sim` runs.
@@ -26,8 +31,27 @@ pub struct ScenarioCommand {
 
 #[derive(Debug, clap::Subcommand)]
 enum Sub {
+    Run(Run),
     Sim(Sim),
     Check(Check),
+}
+
+/// Run the scenario's workload and steps on a cluster (one of the right size is started when
+/// none runs, and taken down afterwards), record the history under .cluster/runs/, repair
+/// every fault, then check it.
+#[derive(Debug, clap::Args)]
+pub struct Run {
+    /// A scenario file, e.g. scenarios/leader-kill-loop.toml.
+    file: PathBuf,
+    /// Where to start the cluster when none runs [default: docker when an engine answers].
+    #[arg(long, value_enum)]
+    runtime: Option<RuntimeKind>,
+    /// Seed of the client's ids and of the presets that pick nodes at random.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Leave a cluster this run started running afterwards.
+    #[arg(long)]
+    keep: bool,
 }
 
 /// Drive the election simulation with the scenario's steps, once per seed, and check every
@@ -55,6 +79,7 @@ pub struct Check {
 impl ScenarioCommand {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
         match self.command {
+            Sub::Run(command) => command.run(sh),
             Sub::Sim(command) => command.run(sh),
             Sub::Check(command) => command.run(),
         }
@@ -75,6 +100,104 @@ pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Run {
+    fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        let (scenario, text) = load(&self.file)?;
+        let project = Project::locate()?;
+        let running = State::load(&project.cluster_dir)?.filter(|state| {
+            runtime::of(state.runtime, &project).has_members(sh, &state.prefix, Some(state))
+        });
+        if let Some(state) = &running {
+            if state.node_count() != scenario.nodes {
+                return Err(UsageError(format!(
+                    "a cluster of {} nodes runs and {} needs {}; run `cargo xtask down` first",
+                    state.node_count(),
+                    scenario.name,
+                    scenario.nodes
+                ))
+                .into());
+            }
+            if self.runtime.is_some_and(|kind| kind != state.runtime) {
+                return Err(UsageError(format!(
+                    "the running cluster is on the {} runtime; run `cargo xtask down` first or leave out --runtime",
+                    state.runtime
+                ))
+                .into());
+            }
+        }
+        let started_here = running.is_none();
+        if started_here {
+            println!(
+                "starting a cluster of {} nodes for {}",
+                scenario.nodes, scenario.name
+            );
+            Up::new(scenario.nodes, self.runtime).run(sh)?;
+        }
+        let result = self.run_on_cluster(sh, &project, &scenario, &text);
+        if started_here && !self.keep {
+            println!("taking down the cluster this run started (keep it with --keep)");
+            Down::new().run(sh)?;
+        }
+        result
+    }
+
+    fn run_on_cluster(
+        &self,
+        sh: &Shell,
+        project: &Project,
+        scenario: &Scenario,
+        text: &str,
+    ) -> anyhow::Result<()> {
+        let mut cluster = Cluster::open()?;
+        let client = lab::client::binary(project)?;
+        let folder = runs::folder_name(&scenario.name, None, unix_ms());
+        let dir = runs::create(&project.cluster_dir.join("runs"), &folder, text)?;
+        println!(
+            "{}: {} for {:.0} s, {} steps, on the {} runtime; recording into {}",
+            scenario.name,
+            scenario.description,
+            scenario.duration.as_secs_f64(),
+            scenario.steps.len(),
+            cluster.state.runtime,
+            dir.display()
+        );
+        let Cluster { state, runtime, .. } = &mut cluster;
+        let outcome = lab::scenario::run(
+            sh,
+            project,
+            runtime.as_ref(),
+            state,
+            &client,
+            scenario,
+            self.seed,
+            &dir,
+            |line| println!("{line}"),
+        );
+        // Restarted members have new pids; faults were made and repaired.
+        cluster.save()?;
+        let outcome = outcome?;
+        if outcome.interrupted {
+            println!("interrupted: every fault is repaired; the history so far is checked below");
+        }
+        for skipped in &outcome.skipped {
+            println!("note: a step was skipped: {skipped}");
+        }
+        let (scenario, history) = runs::read(&dir)?;
+        let verdict = scenario::check(&scenario, &history);
+        runs::write_verdict(&dir, &verdict)?;
+        print_verdict(&scenario, &history.header, &verdict);
+        println!(
+            "run folder: {} (check it again: cargo xtask scenario check {})",
+            dir.display(),
+            dir.display()
+        );
+        match verdict.passed() && !outcome.interrupted {
+            true => Ok(()),
+            false => Err(Exit(1).into()),
+        }
+    }
 }
 
 impl Sim {
