@@ -8,6 +8,7 @@
 pub mod check;
 pub mod file;
 pub mod history;
+pub mod report;
 pub mod runs;
 pub mod sim;
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::check::Verdict;
 use crate::file::{self, FileError, Scenario};
 use crate::history::{History, HistoryError, HISTORY_FILE};
+use crate::report::{self, SimSide, REPORT_FILE, TIMELINE_FILE};
 
 /// The scenario file as it was when the run started.
 pub const SCENARIO_FILE: &str = "scenario.toml";
@@ -81,6 +82,31 @@ pub fn write_verdict(dir: &Path, verdict: &Verdict) -> std::io::Result<()> {
     // Plain data with string keys: encoding cannot fail.
     let json = serde_json::to_string_pretty(verdict).expect("a verdict encodes");
     std::fs::write(dir.join(VERDICT_FILE), json + "\n")
+}
+
+/// Draws `timeline.svg` and writes `report.html` into `dir`; for a run on a cluster, the
+/// simulation of the same scenario and seed goes beside it. Returns the page's path.
+pub fn write_report(
+    dir: &Path,
+    scenario: &Scenario,
+    history: &History,
+    verdict: &Verdict,
+) -> std::io::Result<PathBuf> {
+    let svg = report::timeline_svg(history, verdict).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join(TIMELINE_FILE), &svg)?;
+    let simulated = (history.header.source != "sim").then(|| {
+        let seed = history.header.seed;
+        let simulated = crate::sim::run(scenario, seed);
+        (seed, crate::check::check(scenario, &simulated))
+    });
+    let side = simulated.as_ref().map(|(seed, verdict)| SimSide {
+        seed: *seed,
+        verdict,
+    });
+    let page = report::html(scenario, history, verdict, &svg, side);
+    let path = dir.join(REPORT_FILE);
+    std::fs::write(&path, page)?;
+    Ok(path)
 }
 
 /// Reads the scenario and the history a run left in `dir`.

@@ -187,7 +187,9 @@ impl Run {
         let (scenario, history) = runs::read(&dir)?;
         let verdict = scenario::check(&scenario, &history);
         runs::write_verdict(&dir, &verdict)?;
+        let page = runs::write_report(&dir, &scenario, &history, &verdict)?;
         print_verdict(&scenario, &history.header, &verdict);
+        println!("  report: {}", page.display());
         println!(
             "run folder: {} (check it again: cargo xtask scenario check {})",
             dir.display(),
@@ -240,6 +242,7 @@ impl Sim {
             let dir = runs::create(&project.cluster_dir.join("runs"), &folder, &text)?;
             runs::write_history(&dir, &history)?;
             runs::write_verdict(&dir, &verdict)?;
+            runs::write_report(&dir, &scenario, &history, &verdict)?;
             println!(
                 "history of seed {seed}: {} (check it again: cargo xtask scenario check {})",
                 dir.display(),
@@ -285,7 +288,9 @@ impl Check {
             runs::read(&self.run_dir).map_err(|e| UsageError(e.to_string()))?;
         let verdict = scenario::check(&scenario, &history);
         runs::write_verdict(&self.run_dir, &verdict)?;
+        let page = runs::write_report(&self.run_dir, &scenario, &history, &verdict)?;
         print_verdict(&scenario, &history.header, &verdict);
+        println!("  report: {}", page.display());
         match verdict.passed() {
             true => Ok(()),
             false => Err(Exit(1).into()),
