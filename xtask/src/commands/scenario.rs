@@ -365,6 +365,36 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_scenario_file_is_a_usage_error_before_anything_starts() {
+        let dir = std::env::temp_dir().join(format!("flotilla-xtask-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.toml");
+        std::fs::write(
+            &file,
+            "nodes = 3\nduration = \"10s\"\n[workload]\nconcurrency = 1\nids = \"1..3\"\n[[step]]\nat = \"2s\"\nkill = 7\n",
+        )
+        .unwrap();
+        // `run` reads the file before it looks for a cluster, so nothing is started here.
+        let error = Run {
+            file: file.clone(),
+            runtime: Some(RuntimeKind::Process),
+            seed: 1,
+            keep: false,
+        }
+        .run(&Shell::new().unwrap())
+        .unwrap_err();
+        let message = error
+            .downcast_ref::<UsageError>()
+            .expect("a usage error (exit 2)")
+            .to_string();
+        assert!(
+            message.starts_with(&format!("{}:8: there is no node 7", file.display())),
+            "{message}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn check_passes_a_clean_run_and_exits_1_on_a_violation() {
         let clean = run_folder("clean", "");
         Check {
