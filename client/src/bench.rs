@@ -1,10 +1,12 @@
 //! `client bench`: a closed-loop load generator. C workers each keep one request in flight
-//! over the shared connections; ids come from a uniform or Zipf distribution over a range.
+//! over the shared connections (or, with a rate, start requests on a schedule); ids come from
+//! a uniform or Zipf distribution over a range. Each read can also be reported as it ends
+//! ([`OpSink`]), which is how `cargo xtask scenario run` records what the client saw.
 
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
@@ -13,6 +15,7 @@ use rand_distr::{Distribution, Zipf};
 use serde::Serialize;
 
 use crate::Client;
+use wire::history::{Op, OpOutcome};
 use wire::{CacheOutcome, ImageId};
 
 /// Highest latency the histogram records, in microseconds (a minute: far past any timeout).
@@ -33,6 +36,29 @@ pub struct BenchConfig {
     /// with `requests` equal to the span, every request is a first touch, i.e. a cold fetch.
     pub sweep: bool,
     pub seed: u64,
+    /// Start about this many requests per second in all (still at most `concurrency` in
+    /// flight); `None`: as fast as they complete.
+    pub rate: Option<f64>,
+    /// Where every read goes as it ends.
+    pub ops: Option<OpSink>,
+}
+
+/// Receives every read as it ends, with times in milliseconds since the Unix epoch (the
+/// recorder that reads them makes them relative to its own start).
+#[derive(Clone)]
+pub struct OpSink(pub Arc<dyn Fn(&Op) + Send + Sync>);
+
+impl std::fmt::Debug for OpSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OpSink")
+    }
+}
+
+/// Now, in milliseconds since the Unix epoch.
+fn unix_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
 /// What a run measured.
@@ -60,6 +86,42 @@ struct Worker {
     successes: u64,
     errors: u64,
     first_error: Option<String>,
+}
+
+/// One read as the history records it. The client has checked the body against the
+/// canonical's signed digest before `get_image` returns it, so a corrupt body is an error
+/// here, and the digest recorded is the signed one the bytes matched.
+fn op_record(
+    id: ImageId,
+    invoke_ms: f64,
+    result: &Result<crate::Fetched, crate::ClientError>,
+) -> Op {
+    let complete_ms = unix_ms();
+    match result {
+        Ok(fetched) => Op {
+            invoke_ms,
+            complete_ms,
+            id: id.0,
+            edge: Some(fetched.edge.0),
+            outcome: match fetched.outcome {
+                CacheOutcome::Hit => OpOutcome::Hit,
+                _ => OpOutcome::Miss,
+            },
+            digest: Some(fetched.meta.digest.to_hex()),
+            expected: Some(fetched.meta.digest.to_hex()),
+            error: None,
+        },
+        Err(error) => Op {
+            invoke_ms,
+            complete_ms,
+            id: id.0,
+            edge: None,
+            outcome: OpOutcome::Error,
+            digest: None,
+            expected: None,
+            error: Some(error.to_string()),
+        },
+    }
 }
 
 /// Runs the benchmark against `client`'s cluster.
@@ -102,6 +164,10 @@ pub async fn run(client: Arc<Client>, config: BenchConfig) -> anyhow::Result<Ben
                 if ticket >= config.requests || deadline.is_some_and(|end| Instant::now() >= end) {
                     break;
                 }
+                if let Some(rate) = config.rate {
+                    let due = started + Duration::from_secs_f64(ticket as f64 / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                }
                 let offset = match &zipf {
                     _ if config.sweep => ticket % span,
                     Some(zipf) => (zipf.sample(&mut rng) as u64)
@@ -111,7 +177,12 @@ pub async fn run(client: Arc<Client>, config: BenchConfig) -> anyhow::Result<Ben
                 };
                 let id = ImageId(config.ids.start() + offset);
                 let request_started = Instant::now();
-                match client.get_image(id).await {
+                let invoke_ms = unix_ms();
+                let result = client.get_image(id).await;
+                if let Some(sink) = &config.ops {
+                    (sink.0)(&op_record(id, invoke_ms, &result));
+                }
+                match result {
                     Ok(fetched) => {
                         tracing::debug!(%id, edge = %fetched.edge, outcome = ?fetched.outcome, "fetched");
                         let micros = request_started.elapsed().as_micros() as u64;

@@ -84,6 +84,13 @@ enum Command {
         /// range's size, every request is a cold fetch).
         #[arg(long, conflicts_with = "zipf")]
         sweep: bool,
+        /// Start about this many requests per second (at most --concurrency in flight).
+        #[arg(long, value_parser = parse_rate)]
+        rate: Option<f64>,
+        /// Print every read as one JSON line on stdout as it ends (`wire::history::Op`, times
+        /// in ms since the Unix epoch), and the report on stderr.
+        #[arg(long, conflicts_with = "json")]
+        ops: bool,
         #[arg(long)]
         json: bool,
     },
@@ -118,6 +125,15 @@ fn parse_range(text: &str) -> Result<(u64, u64), String> {
         return Err(format!("range {start}..{end} is empty"));
     }
     Ok((start, end))
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 && rate <= 1_000_000.0 => Ok(rate),
+        _ => Err(format!(
+            "`{text}` is not a rate from 0 to 1000000 requests per second"
+        )),
+    }
 }
 
 fn main() -> ExitCode {
@@ -233,6 +249,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             zipf,
             seed,
             sweep,
+            rate,
+            ops,
             json,
         } => {
             let client = Arc::new(client);
@@ -243,6 +261,15 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             } else {
                 DEFAULT_REQUESTS
             });
+            let sink = ops.then(|| {
+                bench::OpSink(Arc::new(|op: &wire::history::Op| {
+                    // Plain data with string keys: encoding cannot fail. A closed stdout
+                    // ends the process quietly (`end_quietly_on_closed_stdout`).
+                    let line = serde_json::to_string(op).expect("an op encodes");
+                    let mut stdout = std::io::stdout().lock();
+                    let _ = writeln!(stdout, "{line}");
+                }))
+            });
             let config = BenchConfig {
                 requests,
                 duration,
@@ -251,6 +278,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 zipf,
                 seed,
                 sweep,
+                rate,
+                ops: sink,
             };
             if !json {
                 let amount = match (seconds, requests) {
@@ -274,6 +303,11 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             let report = bench::run(client, config).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if ops {
+                eprintln!(
+                    "{} requests ({} errors) in {:.2} s",
+                    report.requests, report.errors, report.seconds
+                );
             } else {
                 println!(
                     "requests     {} ({} errors) in {:.2} s",

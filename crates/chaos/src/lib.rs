@@ -9,6 +9,7 @@
 pub mod netem;
 pub mod nfqueue;
 pub mod partition;
+pub mod presets;
 pub mod probe;
 pub mod shape;
 pub mod tools;

@@ -23,11 +23,15 @@ use crate::FaultTarget;
 const TABLE: &str = "flotilla_partition";
 
 /// A partition as asked for and recorded: groups of node indices, cut from each other both
-/// ways, or only the first group's packets to the second (`one_way`).
+/// ways, or only the first group's packets to the second (`one_way`); and pairs of nodes cut
+/// from each other both ways (`pairs`), which groups cannot say: reachability that is not
+/// transitive, as in a ring where every node sees its neighbours but not the far side.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cut {
     pub groups: Vec<Vec<u16>>,
     pub one_way: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pairs: Vec<[u16; 2]>,
 }
 
 /// Why a cut cannot be made as asked: a usage error of whoever asked.
@@ -52,12 +56,65 @@ impl Cut {
             return Err(CutError::OneWayGroups(groups.len()));
         }
         check_groups(&groups, node_count)?;
-        Ok(Cut { groups, one_way })
+        Ok(Cut {
+            groups,
+            one_way,
+            pairs: Vec::new(),
+        })
     }
 
-    /// `1,2 | 3,4,5`, or `1 -> 2` for a one-way cut.
+    /// A cut of the links between each of `pairs`, both ways, and no other.
+    pub fn of_pairs(pairs: Vec<[u16; 2]>, node_count: u16) -> Result<Cut, CutError> {
+        for &index in pairs.iter().flatten() {
+            if index == 0 || index > node_count {
+                return Err(CutError::NoSuchNode { index, node_count });
+            }
+        }
+        Ok(Cut {
+            groups: Vec::new(),
+            one_way: false,
+            pairs,
+        })
+    }
+
+    /// `1,2 | 3,4,5`, `1 -> 2` for a one-way cut, `1x3 2x4` for cut pairs.
     pub fn describe(&self) -> String {
-        describe(&self.groups, self.one_way)
+        let pairs = self
+            .pairs
+            .iter()
+            .map(|[a, b]| format!("{a}x{b}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        match (self.groups.is_empty(), pairs.is_empty()) {
+            (_, true) => describe(&self.groups, self.one_way),
+            (true, false) => pairs,
+            (false, false) => format!("{} and {pairs}", describe(&self.groups, self.one_way)),
+        }
+    }
+
+    /// For every node, the nodes whose packets it drops (only nodes that drop any).
+    pub fn blocked_sources(&self) -> BTreeMap<u16, Vec<u16>> {
+        let mut blocked = blocked_sources(&self.groups, self.one_way);
+        for &[a, b] in &self.pairs {
+            for (to, from) in [(a, b), (b, a)] {
+                let sources = blocked.entry(to).or_default();
+                if !sources.contains(&from) {
+                    sources.push(from);
+                    sources.sort_unstable();
+                }
+            }
+        }
+        blocked.retain(|_, sources| !sources.is_empty());
+        blocked
+    }
+
+    /// Whether a packet from node `from` reaches node `to` under this cut.
+    pub fn passes(&self, from: u16, to: u16) -> bool {
+        from == to
+            || !self
+                .blocked_sources()
+                .get(&to)
+                .is_some_and(|sources| sources.contains(&from))
     }
 }
 
@@ -140,7 +197,7 @@ pub fn apply(sh: &Shell, cut: &Cut, nodes: &[FaultTarget]) -> anyhow::Result<()>
             .find(|n| n.index == index)
             .and_then(|n| n.ip.clone())
     };
-    for (index, sources) in blocked_sources(&cut.groups, cut.one_way) {
+    for (index, sources) in cut.blocked_sources() {
         let Some(node) = nodes.iter().find(|n| n.index == index) else {
             eprintln!("node {index} is not running; it gets the partition when restarted");
             continue;
@@ -235,6 +292,16 @@ mod tests {
         assert_eq!(one_way[&2], vec![1]);
         assert_eq!(one_way[&3], vec![1]);
         assert!(!one_way.contains_key(&4));
+    }
+
+    #[test]
+    fn cut_pairs_drop_both_ways_between_the_pair_only() {
+        let cut = Cut::of_pairs(vec![[1, 3], [2, 4]], 5).unwrap();
+        assert!(!cut.passes(1, 3) && !cut.passes(3, 1));
+        assert!(!cut.passes(2, 4) && !cut.passes(4, 2));
+        assert!(cut.passes(1, 2) && cut.passes(3, 4) && cut.passes(5, 1));
+        assert_eq!(cut.describe(), "1x3 2x4");
+        assert!(Cut::of_pairs(vec![[1, 6]], 5).is_err());
     }
 
     #[test]

@@ -4,10 +4,12 @@
 //! stops, in a term from which higher terms remain.
 
 use std::collections::BTreeMap;
+#[cfg(test)]
 use std::time::Duration;
 
 use wire::{ElectionRole, NodeIndex, Term};
 
+#[cfg(test)]
 use super::TERM_CEILING;
 
 use super::sim::Sim;
@@ -17,7 +19,7 @@ const MAX_VIOLATIONS: usize = 8;
 
 /// Watches every state a simulated node passes through.
 #[derive(Debug, Default)]
-pub(super) struct Checker {
+pub struct Checker {
     /// The node seen leading each term, over the whole history.
     leader_of_term: BTreeMap<Term, NodeIndex>,
     /// Each running node's last observed term; cleared when it crashes or restarts.
@@ -67,6 +69,7 @@ impl Checker {
 }
 
 /// Resolution of [`regain_within`]'s measurement.
+#[cfg(test)]
 const REGAIN_STEP: Duration = Duration::from_millis(10);
 
 /// Runs `sim` for `bound` and returns how long it took to settle for good within it (see
@@ -74,6 +77,7 @@ const REGAIN_STEP: Duration = Duration::from_millis(10);
 /// unsettle it for a moment, so this is the time after which it stayed settled. Records a
 /// violation if the cluster is not settled at the end of `bound`, or if a live node holds a term
 /// above [`TERM_CEILING`] (beyond it a cluster could run out of terms to elect a leader in).
+#[cfg(test)]
 pub(super) fn regain_within(sim: &mut Sim, bound: Duration) -> Duration {
     let mut waited = Duration::ZERO;
     let mut settled_since = Duration::ZERO;

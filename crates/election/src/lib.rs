@@ -121,14 +121,16 @@ mod members;
 mod receive;
 mod terms;
 
-#[cfg(test)]
-mod checker;
+// The simulation and its checker are public behind the `sim` feature, so `cargo xtask scenario
+// sim` drives the same in-memory network the tests use.
+#[cfg(any(test, feature = "sim"))]
+pub mod checker;
 #[cfg(test)]
 mod random;
 #[cfg(test)]
 mod scenarios;
-#[cfg(test)]
-mod sim;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 
 pub use config::{
     Config, DEFAULT_ALIVE_WAIT, DEFAULT_ELECTION_STAGGER, DEFAULT_ELECTION_TIMEOUT,

@@ -72,8 +72,18 @@ struct Faulty {
     next_send: Instant,
 }
 
+/// Delay and loss added to everything one node sends (netem on its egress).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Egress {
+    pub delay: Duration,
+    /// Each message's extra delay is `delay` plus or minus up to this much.
+    pub jitter: Duration,
+    /// Probability of dropping each message, 0 to 1.
+    pub loss: f64,
+}
+
 /// The simulated cluster of edges `1..=size`.
-pub(super) struct Sim {
+pub struct Sim {
     rng: SmallRng,
     start: Instant,
     now: Instant,
@@ -88,6 +98,11 @@ pub(super) struct Sim {
     cuts: BTreeSet<(NodeIndex, NodeIndex)>,
     loss: f64,
     max_delay: Duration,
+    /// Frozen nodes (SIGSTOP): they keep their state but neither tick nor receive.
+    paused: BTreeSet<NodeIndex>,
+    /// Extra delay and loss on what a node sends, as netem on its egress.
+    egress: BTreeMap<NodeIndex, Egress>,
+    #[cfg_attr(not(test), allow(dead_code))]
     without_quorum: bool,
     /// Whether every step checks the settled-cluster property too.
     watch_settled: bool,
@@ -116,6 +131,8 @@ impl Sim {
             cuts: BTreeSet::new(),
             loss: 0.0,
             max_delay: DEFAULT_MAX_DELAY,
+            paused: BTreeSet::new(),
+            egress: BTreeMap::new(),
             without_quorum: false,
             watch_settled: false,
             trace: std::env::var_os(TRACE_VARIABLE).is_some(),
@@ -130,6 +147,7 @@ impl Sim {
     }
 
     /// The same cluster with the deliberately broken no-quorum machines.
+    #[cfg(test)]
     pub fn without_quorum(mut self) -> Sim {
         self.without_quorum = true;
         for index in self.members.clone() {
@@ -166,12 +184,42 @@ impl Sim {
     /// Whether a message from `from` to `to` would be delivered now (loss aside).
     pub fn reachable(&self, from: NodeIndex, to: NodeIndex) -> bool {
         self.node(to.0).is_some()
+            && !self.paused.contains(&to)
+            && !self.paused.contains(&from)
             && self.groups.get(&from) == self.groups.get(&to)
             && !self.cuts.contains(&(from, to))
     }
 
+    /// Freeze node `index` (SIGSTOP): it keeps its state, but neither ticks nor receives until
+    /// [`Sim::resume`]; what is sent to it meanwhile is lost.
+    pub fn pause(&mut self, index: u16) {
+        self.trace(|| format!("pause {index}"));
+        self.paused.insert(NodeIndex(index));
+    }
+
+    /// Thaw node `index`: its overdue timers fire at once, as a resumed process's would.
+    pub fn resume(&mut self, index: u16) {
+        self.trace(|| format!("resume {index}"));
+        self.paused.remove(&NodeIndex(index));
+    }
+
+    /// Whether node `index` is frozen.
+    pub fn is_paused(&self, index: u16) -> bool {
+        self.paused.contains(&NodeIndex(index))
+    }
+
+    /// Delay and drop what node `index` sends (`None`: send normally again).
+    pub fn set_egress(&mut self, index: u16, egress: Option<Egress>) {
+        self.trace(|| format!("egress of {index}: {egress:?}"));
+        match egress {
+            Some(egress) => self.egress.insert(NodeIndex(index), egress),
+            None => self.egress.remove(&NodeIndex(index)),
+        };
+    }
+
     pub fn crash(&mut self, index: u16) {
         self.trace(|| format!("crash {index}"));
+        self.paused.remove(&NodeIndex(index));
         self.nodes.insert(NodeIndex(index), None);
         self.checker.forget(NodeIndex(index));
     }
@@ -187,11 +235,15 @@ impl Sim {
         {
             self.stop_faulty();
         }
+        #[cfg_attr(not(test), allow(unused_mut))]
         let mut node = Election::new(Config::default(), me, self.members.clone(), self.now);
+        // The broken variant exists only in tests; the flag is never set elsewhere.
+        #[cfg(test)]
         if self.without_quorum {
             node = node.without_quorum();
         }
         self.checker.forget(me);
+        self.paused.remove(&me);
         self.nodes.insert(me, Some(node));
     }
 
@@ -281,8 +333,9 @@ impl Sim {
             let next_message = self.queue.peek().map(|Reverse(message)| message.at);
             let next_timer = self
                 .nodes
-                .values()
-                .flatten()
+                .iter()
+                .filter(|(index, _)| !self.paused.contains(index))
+                .filter_map(|(_, node)| node.as_ref())
                 .map(Election::next_wakeup)
                 .min();
             let next_forgery = self.faulty.as_ref().map(|faulty| faulty.next_send);
@@ -339,6 +392,9 @@ impl Sim {
         }
         for index in self.members.clone() {
             let now = self.now;
+            if self.paused.contains(&index) {
+                continue;
+            }
             if let Some(Some(node)) = self.nodes.get_mut(&index) {
                 if node.next_wakeup() <= now {
                     let outputs = node.tick(now);
@@ -426,7 +482,14 @@ impl Sim {
                     if !self.reachable(from, to) || self.rng.random_bool(self.loss) {
                         continue;
                     }
-                    let delay = self.rng.random_range(MIN_DELAY..=self.max_delay);
+                    let mut delay = self.rng.random_range(MIN_DELAY..=self.max_delay);
+                    if let Some(egress) = self.egress.get(&from).copied() {
+                        if self.rng.random_bool(egress.loss.clamp(0.0, 1.0)) {
+                            continue;
+                        }
+                        let low = egress.delay.saturating_sub(egress.jitter);
+                        delay += self.rng.random_range(low..=egress.delay + egress.jitter);
+                    }
                     self.queue.push(Reverse(InFlight {
                         at: self.now + delay,
                         sequence: self.next_sequence,

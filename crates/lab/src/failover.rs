@@ -166,6 +166,20 @@ pub fn wait_for_leader(
     )
 }
 
+/// The node that says it leads, in the highest term any node leads, among the nodes that
+/// answer now (`None` when none leads).
+pub fn leader_now(state: &State) -> Option<(u16, u64)> {
+    state
+        .nodes()
+        .filter_map(|member| {
+            let metrics = scrape::fetch(&metrics_url(member.metrics_port), SCRAPE_TIMEOUT).ok()?;
+            let leads = metrics.value("flotilla_is_leader", &[])? > 0.0;
+            let term = metrics.value("flotilla_term", &[])? as u64;
+            leads.then_some((member.index, term))
+        })
+        .max_by_key(|&(_, term)| term)
+}
+
 /// Scrapes the election view of every node in `indices`.
 fn views(state: &State, indices: &[u16]) -> anyhow::Result<Vec<View>> {
     indices

@@ -1,7 +1,8 @@
 //! Flotilla's clusters: where members run (the [`runtime::Runtime`] trait, with Docker and
 //! local processes behind it), what xtask remembers of a cluster (`.cluster/state.json`),
 //! certificates, fixed host ports, each member's command line, static release builds and
-//! scratch images, faults through the runtime, the failover benchmark and the soak.
+//! scratch images, faults through the runtime, the failover benchmark, the soak, and scenario
+//! runs on a cluster.
 //!
 //! This crate drives the programs; it never links them: it depends on `wire` for the
 //! vocabulary and on `chaos` for faults, never on the network stack.
@@ -18,6 +19,7 @@ pub mod ports;
 pub mod project;
 pub mod release;
 pub mod runtime;
+pub mod scenario;
 pub mod scrape;
 pub mod soak;
 pub mod state;

@@ -383,9 +383,12 @@ fn hold(interrupted: &AtomicBool) {
 
 /// Heals the partition, removes every shape, resumes paused members and starts stopped
 /// ones; each failure is printed and the rest still done.
-fn repair(sh: &Shell, project: &Project, runtime: &dyn Runtime, state: &mut State) {
-    if let Err(error) = faults::heal(sh, runtime, state) {
-        eprintln!("warning: healing the partition: {error:#}");
+pub(crate) fn repair(sh: &Shell, project: &Project, runtime: &dyn Runtime, state: &mut State) {
+    // Only a recorded partition: a runtime without partitions would refuse to heal.
+    if state.cut().is_some() {
+        if let Err(error) = faults::heal(sh, runtime, state) {
+            eprintln!("warning: healing the partition: {error:#}");
+        }
     }
     let shaped: Vec<u16> = state.netem.keys().copied().collect();
     for index in shaped {
@@ -569,7 +572,7 @@ impl Reads {
 
 /// A flag set by SIGINT and SIGTERM, so a soak stops between steps and repairs what it broke
 /// instead of dying with a partition in place.
-fn interrupt_flag() -> &'static AtomicBool {
+pub(crate) fn interrupt_flag() -> &'static AtomicBool {
     static INTERRUPTED: AtomicBool = AtomicBool::new(false);
     extern "C" fn on_signal(_: libc::c_int) {
         INTERRUPTED.store(true, Ordering::SeqCst);

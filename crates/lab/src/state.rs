@@ -103,6 +103,10 @@ pub struct State {
     /// The partition cuts only the first group's packets to the second (`--one-way`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub partition_one_way: bool,
+    /// Pairs of nodes cut from each other both ways (partition presets such as
+    /// `majorities-ring`), until `heal`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partition_pairs: Vec<[u16; 2]>,
     /// Delay and loss on members' egress, by member index, until `netem I --clear`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub netem: BTreeMap<u16, Shaping>,
@@ -159,16 +163,26 @@ impl State {
 
     /// The partition in force, if any.
     pub fn cut(&self) -> Option<Cut> {
-        self.partition.as_ref().map(|groups| Cut {
-            groups: groups.clone(),
+        if self.partition.is_none() && self.partition_pairs.is_empty() {
+            return None;
+        }
+        Some(Cut {
+            groups: self.partition.clone().unwrap_or_default(),
             one_way: self.partition_one_way,
+            pairs: self.partition_pairs.clone(),
         })
     }
 
     /// Records the partition in force (`None` after `heal`).
     pub fn set_cut(&mut self, cut: Option<Cut>) {
         self.partition_one_way = cut.as_ref().is_some_and(|cut| cut.one_way);
-        self.partition = cut.map(|cut| cut.groups);
+        self.partition_pairs = cut
+            .as_ref()
+            .map(|cut| cut.pairs.clone())
+            .unwrap_or_default();
+        self.partition = cut
+            .map(|cut| cut.groups)
+            .filter(|groups| !groups.is_empty());
     }
 
     /// Number of edge nodes.
@@ -375,6 +389,7 @@ mod tests {
                 .collect(),
             partition: Some(vec![vec![1], vec![2]]),
             partition_one_way: true,
+            partition_pairs: Vec::new(),
             netem: [(
                 2,
                 Shaping {

@@ -17,6 +17,7 @@
 pub mod cluster;
 pub mod election;
 pub mod frame;
+pub mod history;
 pub mod ids;
 pub mod limits;
 pub mod message;

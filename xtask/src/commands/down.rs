@@ -20,6 +20,14 @@ pub struct Down {
 }
 
 impl Down {
+    /// `down` of the cluster started from here, keeping its images.
+    pub fn new() -> Down {
+        Down {
+            volumes: false,
+            prefix: None,
+        }
+    }
+
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
         let project = Project::locate()?;
         let state = State::load(&project.cluster_dir)?;

@@ -10,6 +10,7 @@ mod netem;
 mod partition;
 mod pause;
 mod restart;
+mod scenario;
 mod soak;
 mod status;
 mod test;
@@ -46,6 +47,7 @@ enum Command {
     Top(top::Top),
     Bench(bench::Bench),
     Soak(soak::Soak),
+    Scenario(scenario::ScenarioCommand),
     Build(build::Build),
     Test(test::Test),
 }
@@ -70,6 +72,7 @@ impl Cli {
             Command::Top(command) => command.run(sh),
             Command::Bench(command) => command.run(sh),
             Command::Soak(command) => command.run(sh),
+            Command::Scenario(command) => command.run(sh),
             Command::Build(command) => command.run(sh),
             Command::Test(command) => command.run(sh),
         }

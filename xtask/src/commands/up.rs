@@ -43,6 +43,19 @@ pub struct Up {
 }
 
 impl Up {
+    /// `up NODES [--runtime RUNTIME]` with every other option at its default.
+    pub fn new(nodes: u16, runtime: Option<RuntimeKind>) -> Up {
+        Up {
+            nodes,
+            runtime,
+            prefix: None,
+            images: None,
+            cache_mb: None,
+            replicas: None,
+            reindex: false,
+        }
+    }
+
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
         let started = Instant::now();
         let project = Project::locate()?;
@@ -248,6 +261,7 @@ impl Up {
             members,
             partition: None,
             partition_one_way: false,
+            partition_pairs: Vec::new(),
             netem: Default::default(),
         })
     }

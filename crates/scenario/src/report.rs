@@ -1,0 +1,514 @@
+//! What a person looks at after a run: `timeline.svg` (one lane per node coloured by role
+//! with its term written on it, fault windows shaded across the lanes, the client's latencies
+//! under them on a log scale) and `report.html`, a self-contained page with the timeline
+//! inline, the checker's verdict, a summary table, the faults, and the same scenario in the
+//! simulation side by side with the run. Drawn with plotters' SVG backend, so no font files or
+//! image codecs are needed.
+
+use std::fmt::Write as _;
+
+use plotters::prelude::*;
+use wire::history::{Effect, Event, NodeState, Op, OpOutcome, Sample};
+use wire::ElectionRole;
+
+use crate::check::{Summary, Verdict};
+use crate::file::Scenario;
+use crate::history::History;
+
+/// File names inside a run folder.
+pub const TIMELINE_FILE: &str = "timeline.svg";
+pub const REPORT_FILE: &str = "report.html";
+
+/// Width of the picture, in pixels.
+const WIDTH: u32 = 1200;
+/// Height of one node's lane.
+const LANE_HEIGHT: u32 = 36;
+/// Height of the latency chart under the lanes.
+const LATENCY_HEIGHT: u32 = 320;
+/// Most reads drawn as points; more are thinned evenly (every n-th), errors always kept.
+const MAX_POINTS: usize = 6000;
+/// A lane segment at least this long (seconds) gets its term written on it.
+const TERM_LABEL_MIN_SECONDS: f64 = 0.6;
+
+/// The simulation's figures beside the run's.
+pub struct SimSide<'a> {
+    pub seed: u64,
+    pub verdict: &'a Verdict,
+}
+
+/// How a node looked in one lane segment.
+#[derive(Clone, Copy, PartialEq)]
+enum Look {
+    Role(ElectionRole, u64),
+    Down,
+    Paused,
+    Unreachable,
+}
+
+impl Look {
+    fn of(state: NodeState) -> Look {
+        match state {
+            NodeState::Up { role, term, .. } => Look::Role(role, term),
+            NodeState::Down => Look::Down,
+            NodeState::Paused => Look::Paused,
+            NodeState::Unreachable => Look::Unreachable,
+        }
+    }
+
+    fn colour(self) -> RGBColor {
+        match self {
+            Look::Role(ElectionRole::Leader, _) => RGBColor(230, 126, 34),
+            Look::Role(ElectionRole::Follower, _) => RGBColor(93, 173, 226),
+            Look::Role(ElectionRole::Candidate, _) => RGBColor(244, 208, 63),
+            Look::Down => RGBColor(70, 70, 70),
+            Look::Paused => RGBColor(155, 89, 182),
+            Look::Unreachable => RGBColor(200, 200, 200),
+        }
+    }
+}
+
+/// The legend of the lane colours, for the page.
+const LEGEND: [(&str, (u8, u8, u8)); 6] = [
+    ("leader", (230, 126, 34)),
+    ("follower", (93, 173, 226)),
+    ("candidate (knows no leader)", (244, 208, 63)),
+    ("down", (70, 70, 70)),
+    ("paused", (155, 89, 182)),
+    ("unreachable", (200, 200, 200)),
+];
+
+/// The timeline picture as SVG text.
+pub fn timeline_svg(history: &History, verdict: &Verdict) -> Result<String, String> {
+    let nodes = history.header.nodes.max(1);
+    let end_s = (history.header.duration_ms as f64 / 1000.0).max(0.1);
+    let lanes_height = 50 + LANE_HEIGHT * u32::from(nodes);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, lanes_height + LATENCY_HEIGHT))
+            .into_drawing_area();
+        root.fill(&WHITE).map_err(text)?;
+        let (top, bottom) = root.split_vertically(lanes_height);
+        let mut lanes = ChartBuilder::on(&top)
+            .margin(10)
+            .margin_right(30)
+            .caption(
+                format!(
+                    "{} ({}, seed {})",
+                    history.header.scenario, history.header.source, history.header.seed
+                ),
+                ("sans-serif", 18),
+            )
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..end_s, 0.0..f64::from(nodes))
+            .map_err(text)?;
+        lanes
+            .configure_mesh()
+            .disable_mesh()
+            .x_labels(0)
+            .y_labels(usize::from(nodes) * 2 + 1)
+            .y_label_formatter(&|y| {
+                // A label in the middle of each lane names its node.
+                let lane = y.floor();
+                match (y - lane - 0.5).abs() < 0.01 && lane >= 0.0 {
+                    true => format!("node {}", u32::from(nodes) - lane as u32),
+                    false => String::new(),
+                }
+            })
+            .draw()
+            .map_err(text)?;
+        let samples = samples_by_node(history, nodes);
+        for (index, samples) in samples.iter().enumerate() {
+            let node = index as u16 + 1;
+            let bottom_y = f64::from(nodes - node) + 0.1;
+            let top_y = bottom_y + 0.8;
+            for (start, end, look) in segments(samples, end_s) {
+                lanes
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(start, bottom_y), (end, top_y)],
+                        look.colour().filled(),
+                    )))
+                    .map_err(text)?;
+                if let Look::Role(_, term) = look {
+                    if end - start >= TERM_LABEL_MIN_SECONDS {
+                        lanes
+                            .draw_series(std::iter::once(Text::new(
+                                format!("t{term}"),
+                                (start + 0.05, top_y - 0.15),
+                                ("sans-serif", 12).into_font().color(&BLACK),
+                            )))
+                            .map_err(text)?;
+                    }
+                }
+            }
+        }
+        for &(start, end) in &verdict.summary.fault_windows {
+            lanes
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(start / 1000.0, 0.0), (end / 1000.0, f64::from(nodes))],
+                    BLACK.mix(0.12).filled(),
+                )))
+                .map_err(text)?;
+        }
+        for fault in faults(history) {
+            let at = fault.0 as f64 / 1000.0;
+            lanes
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(at, 0.0), (at, f64::from(nodes))],
+                    RED.mix(0.7).stroke_width(2),
+                )))
+                .map_err(text)?;
+        }
+
+        let ops = thinned_ops(history);
+        let max_ms = ops.iter().map(|op| latency_ms(op)).fold(10.0_f64, f64::max) * 1.5;
+        let mut latency = ChartBuilder::on(&bottom)
+            .margin(10)
+            .margin_right(30)
+            .x_label_area_size(30)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..end_s, (0.1_f64..max_ms).log_scale())
+            .map_err(text)?;
+        latency
+            .configure_mesh()
+            .x_desc("seconds since the start")
+            .y_desc("latency (ms)")
+            .light_line_style(BLACK.mix(0.05))
+            .draw()
+            .map_err(text)?;
+        for &(start, end) in &verdict.summary.fault_windows {
+            latency
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(start / 1000.0, 0.1), (end / 1000.0, max_ms)],
+                    BLACK.mix(0.08).filled(),
+                )))
+                .map_err(text)?;
+        }
+        let kinds = [
+            (OpOutcome::Hit, "hit", RGBColor(39, 174, 96)),
+            (OpOutcome::Miss, "miss", RGBColor(41, 128, 185)),
+            (OpOutcome::Error, "error", RGBColor(192, 57, 43)),
+        ];
+        for (outcome, label, colour) in kinds {
+            latency
+                .draw_series(ops.iter().filter(|op| op.outcome == outcome).map(|op| {
+                    Circle::new(
+                        (op.invoke_ms / 1000.0, latency_ms(op).max(0.1)),
+                        2,
+                        colour.filled(),
+                    )
+                }))
+                .map_err(text)?
+                .label(label)
+                .legend(move |(x, y)| Circle::new((x + 5, y), 4, colour.filled()));
+        }
+        latency
+            .configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.85))
+            .draw()
+            .map_err(text)?;
+        root.present().map_err(text)?;
+    }
+    Ok(svg)
+}
+
+fn text(error: impl std::fmt::Display) -> String {
+    format!("drawing the timeline: {error}")
+}
+
+fn latency_ms(op: &Op) -> f64 {
+    op.complete_ms - op.invoke_ms
+}
+
+/// Each node's samples in time order.
+fn samples_by_node(history: &History, nodes: u16) -> Vec<Vec<&Sample>> {
+    let mut by_node: Vec<Vec<&Sample>> = vec![Vec::new(); usize::from(nodes)];
+    for event in &history.events {
+        if let Event::Sample(sample) = event {
+            if let Some(lane) = by_node.get_mut(usize::from(sample.node).wrapping_sub(1)) {
+                lane.push(sample);
+            }
+        }
+    }
+    for lane in &mut by_node {
+        lane.sort_by_key(|sample| sample.at_ms);
+    }
+    by_node
+}
+
+/// Runs of equal looks as (start, end, look) in seconds; the last lasts one sample interval.
+fn segments(samples: &[&Sample], end_s: f64) -> Vec<(f64, f64, Look)> {
+    let mut runs: Vec<(f64, f64, Look)> = Vec::new();
+    for (i, sample) in samples.iter().enumerate() {
+        let start = sample.at_ms as f64 / 1000.0;
+        let end = samples
+            .get(i + 1)
+            .map_or((start + 0.1).min(end_s), |next| next.at_ms as f64 / 1000.0);
+        let look = Look::of(sample.state);
+        match runs.last_mut() {
+            Some(last) if last.2 == look => last.1 = end,
+            _ => runs.push((start, end, look)),
+        }
+    }
+    runs
+}
+
+/// The faults that did something: (time, step, effect).
+fn faults(history: &History) -> Vec<(u64, &str, &Effect)> {
+    history
+        .events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Fault(fault) => Some((fault.at_ms, fault.step.as_str(), &fault.effect)),
+            _ => None,
+        })
+        .filter(|(_, _, effect)| !matches!(effect, Effect::Skipped { .. }))
+        .collect()
+}
+
+/// At most [`MAX_POINTS`] reads, every error kept.
+fn thinned_ops(history: &History) -> Vec<&Op> {
+    let ops: Vec<&Op> = history
+        .events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Op(op) => Some(op),
+            _ => None,
+        })
+        .collect();
+    let stride = ops.len().div_ceil(MAX_POINTS).max(1);
+    ops.iter()
+        .enumerate()
+        .filter(|(i, op)| i % stride == 0 || op.outcome == OpOutcome::Error)
+        .map(|(_, op)| *op)
+        .collect()
+}
+
+/// `text` safe inside HTML.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The page: verdict, timeline, summary, the simulation beside the run, faults, violations.
+pub fn html(
+    scenario: &Scenario,
+    history: &History,
+    verdict: &Verdict,
+    timeline_svg: &str,
+    sim: Option<SimSide>,
+) -> String {
+    let mut page = String::new();
+    let title = escape(&format!("{} — Flotilla scenario run", scenario.name));
+    // Writing to a String cannot fail.
+    let _ = write!(
+        page,
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\n<style>\
+body{{font-family:sans-serif;margin:2em;max-width:1240px;color:#222}}\
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 10px;text-align:left}}\
+.passed{{color:#1e8449;font-weight:bold}}.failed{{color:#c0392b;font-weight:bold}}\
+.swatch{{display:inline-block;width:1em;height:1em;margin:0 4px 0 12px;vertical-align:middle}}\
+</style></head><body>\n<h1>{}</h1>\n<p>{}</p>\n",
+        escape(&scenario.name),
+        escape(&scenario.description)
+    );
+    let _ = writeln!(
+        page,
+        "<p>{} nodes, {:.0} s, on <b>{}</b>, seed {}.</p>",
+        history.header.nodes,
+        history.header.duration_ms as f64 / 1000.0,
+        escape(&history.header.source),
+        history.header.seed
+    );
+    match verdict.first() {
+        None => page.push_str("<p class=\"passed\">Checker: passed.</p>\n"),
+        Some(first) => {
+            let _ = writeln!(
+                page,
+                "<p class=\"failed\">Checker: FAILED — {} ({} violations in all).</p>",
+                escape(&first.to_string()),
+                verdict.violations.len()
+            );
+        }
+    }
+    page.push_str("<div id=\"timeline\">\n");
+    page.push_str(timeline_svg);
+    page.push_str("\n</div>\n<p>");
+    for (name, (r, g, b)) in LEGEND {
+        let _ = write!(
+            page,
+            "<span class=\"swatch\" style=\"background:rgb({r},{g},{b})\"></span>{name}"
+        );
+    }
+    page.push_str(
+        "<span class=\"swatch\" style=\"background:rgba(0,0,0,0.12)\"></span>fault window \
+         <span class=\"swatch\" style=\"background:rgb(231,76,60)\"></span>fault. \
+         Lanes say the term (t5) a node was in; under them each read at its start time.</p>\n",
+    );
+
+    page.push_str("<h2>Summary</h2>\n<table>\n");
+    for (name, value) in summary_rows(&verdict.summary) {
+        let _ = writeln!(page, "<tr><th>{name}</th><td>{}</td></tr>", escape(&value));
+    }
+    page.push_str("</table>\n");
+
+    if let Some(sim) = sim {
+        side_by_side(&mut page, history, verdict, &sim);
+    }
+
+    page.push_str(
+        "<h2>Faults</h2>\n<table><tr><th>time</th><th>step</th><th>what it did</th></tr>\n",
+    );
+    for event in &history.events {
+        if let Event::Fault(fault) = event {
+            let effect = match &fault.effect {
+                Effect::Skipped { reason } => format!("skipped: {reason}"),
+                other => serde_json::to_string(other).unwrap_or_default(),
+            };
+            let _ = writeln!(
+                page,
+                "<tr><td>{:.1} s</td><td>{}</td><td>{}</td></tr>",
+                fault.at_ms as f64 / 1000.0,
+                escape(&fault.step),
+                escape(&effect)
+            );
+        }
+    }
+    page.push_str("</table>\n");
+    if !verdict.violations.is_empty() {
+        page.push_str("<h2>Violations</h2>\n<ol>\n");
+        for violation in &verdict.violations {
+            let _ = writeln!(page, "<li>{}</li>", escape(&violation.to_string()));
+        }
+        page.push_str("</ol>\n");
+    }
+    page.push_str("</body></html>\n");
+    page
+}
+
+fn failover_text(summary: &Summary) -> (String, String) {
+    match summary.failover_p50_max() {
+        Some((p50, max)) => (format!("{p50:.0} ms"), format!("{max:.0} ms")),
+        None => ("-".to_string(), "-".to_string()),
+    }
+}
+
+fn summary_rows(summary: &Summary) -> Vec<(&'static str, String)> {
+    let percent = |share: Option<f64>| {
+        share.map_or_else(|| "-".to_string(), |a| format!("{:.2}%", a * 100.0))
+    };
+    let (p50, max) = failover_text(summary);
+    vec![
+        (
+            "elections (terms with a leader)",
+            summary.elections.to_string(),
+        ),
+        ("failovers", summary.failovers_ms.len().to_string()),
+        ("failover p50", p50),
+        ("failover max", max),
+        (
+            "leaderless time",
+            format!("{:.1} s", summary.leaderless_ms / 1000.0),
+        ),
+        (
+            "reads (hits / misses / errors)",
+            format!(
+                "{} ({} / {} / {})",
+                summary.reads, summary.hits, summary.misses, summary.errors
+            ),
+        ),
+        ("availability", percent(summary.availability)),
+        (
+            "availability outside fault windows",
+            percent(summary.availability_outside_faults),
+        ),
+    ]
+}
+
+/// The simulation vs this run, and in plain words where they disagree.
+fn side_by_side(page: &mut String, history: &History, run: &Verdict, sim: &SimSide) {
+    let (run_p50, run_max) = failover_text(&run.summary);
+    let (sim_p50, sim_max) = failover_text(&sim.verdict.summary);
+    let rows = [
+        (
+            "elections",
+            sim.verdict.summary.elections.to_string(),
+            run.summary.elections.to_string(),
+        ),
+        ("failover p50", sim_p50, run_p50),
+        ("failover max", sim_max, run_max),
+        (
+            "leaderless time",
+            format!("{:.1} s", sim.verdict.summary.leaderless_ms / 1000.0),
+            format!("{:.1} s", run.summary.leaderless_ms / 1000.0),
+        ),
+        (
+            "violations",
+            sim.verdict.violations.len().to_string(),
+            run.violations.len().to_string(),
+        ),
+    ];
+    let _ = writeln!(
+        page,
+        "<h2>Simulation vs {}</h2>\n<table><tr><th></th><th>simulation (seed {})</th><th>{}</th></tr>",
+        escape(&history.header.source),
+        sim.seed,
+        escape(&history.header.source)
+    );
+    for (name, sim_value, run_value) in &rows {
+        let _ = writeln!(
+            page,
+            "<tr><th>{name}</th><td>{}</td><td>{}</td></tr>",
+            escape(sim_value),
+            escape(run_value)
+        );
+    }
+    page.push_str("</table>\n");
+    let disagreements = disagreements(&sim.verdict.summary, sim.verdict, run);
+    if disagreements.is_empty() {
+        page.push_str("<p>The simulation and the run agree: the same verdict, the same number of elections and failovers within a second of each other.</p>\n");
+    } else {
+        page.push_str("<p><b>They disagree:</b></p>\n<ul>\n");
+        for line in disagreements {
+            let _ = writeln!(page, "<li>{}</li>", escape(&line));
+        }
+        page.push_str("</ul>\n");
+    }
+}
+
+/// Where the simulation and the run differ enough to say so.
+pub fn disagreements(sim_summary: &Summary, sim: &Verdict, run: &Verdict) -> Vec<String> {
+    let mut lines = Vec::new();
+    if sim.passed() != run.passed() {
+        lines.push(match run.passed() {
+            true => "the simulation broke an invariant that the run kept".to_string(),
+            false => "the run broke an invariant that the simulation kept".to_string(),
+        });
+    }
+    if sim_summary.elections != run.summary.elections {
+        lines.push(format!(
+            "the simulation saw {} elections and the run {}",
+            sim_summary.elections, run.summary.elections
+        ));
+    }
+    if sim_summary.failovers_ms.len() != run.summary.failovers_ms.len() {
+        lines.push(format!(
+            "the simulation measured {} failovers and the run {}",
+            sim_summary.failovers_ms.len(),
+            run.summary.failovers_ms.len()
+        ));
+    }
+    if let (Some((_, sim_max)), Some((_, run_max))) = (
+        sim_summary.failover_p50_max(),
+        run.summary.failover_p50_max(),
+    ) {
+        if (sim_max - run_max).abs() > 1000.0 {
+            lines.push(format!(
+                "the longest failover took {sim_max:.0} ms in the simulation and {run_max:.0} ms in the run"
+            ));
+        }
+    }
+    lines
+}
