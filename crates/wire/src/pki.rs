@@ -88,6 +88,14 @@ pub fn role_of_certificate(certificate: &X509Certificate<'_>) -> Option<Role> {
         })
 }
 
+/// The role a certificate in DER names, by [`role_of_certificate`]; `None` when the bytes are
+/// not a certificate or it names no role. What a TLS peer's certificate becomes
+/// (`net::tls::role_of_certificate`), so the same bytes are fuzzed (`fuzz/`).
+pub fn role_of_der(certificate: &[u8]) -> Option<Role> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(certificate).ok()?;
+    role_of_certificate(&parsed)
+}
+
 /// A certificate and its private key, both PEM.
 #[derive(Clone, Debug)]
 pub struct IssuedCert {
