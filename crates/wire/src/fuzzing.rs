@@ -352,38 +352,40 @@ fn pem_der(pem: &str) -> Vec<u8> {
 }
 
 /// Runs `check` on every file of `fuzz/corpus/<target>` and `fuzz/regressions/<target>` under
-/// `workspace`, and fails naming every file on which it panicked. The corpus folder must exist
-/// and hold files, so a moved or emptied corpus fails here instead of passing with nothing
+/// `workspace`; `Err` names every file on which it panicked. The corpus folder must exist and
+/// hold files, so a moved or emptied corpus is an `Err` instead of a pass with nothing
 /// checked; the regressions folder holds the inputs that once crashed, when there were any.
-/// Returns how many inputs ran.
-pub fn replay(workspace: &Path, target: &str, check: fn(&[u8])) -> usize {
+/// `Ok` says how many inputs ran.
+pub fn replay(workspace: &Path, target: &str, check: fn(&[u8])) -> Result<usize, String> {
     let corpus = workspace.join("fuzz/corpus").join(target);
     let mut inputs = files_in(&corpus);
-    assert!(
-        !inputs.is_empty(),
-        "the corpus of fuzz target {target} ({}) is missing or empty",
-        corpus.display()
-    );
+    if inputs.is_empty() {
+        return Err(format!(
+            "the corpus of fuzz target {target} ({}) is missing or empty",
+            corpus.display()
+        ));
+    }
     let regressions = workspace.join("fuzz/regressions").join(target);
     if regressions.exists() {
         inputs.extend(files_in(&regressions));
     }
-    let failed: Vec<String> = inputs
-        .iter()
-        .filter(|path| {
-            let bytes = std::fs::read(path)
-                .unwrap_or_else(|error| panic!("reading {}: {error}", path.display()));
-            std::panic::catch_unwind(|| check(&bytes)).is_err()
-        })
-        .map(|path| path.display().to_string())
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "fuzz target {target} fails on {} of {} inputs: {failed:#?}",
-        failed.len(),
-        inputs.len()
-    );
-    inputs.len()
+    let mut failed = Vec::new();
+    for path in &inputs {
+        let bytes =
+            std::fs::read(path).map_err(|error| format!("reading {}: {error}", path.display()))?;
+        if std::panic::catch_unwind(|| check(&bytes)).is_err() {
+            failed.push(path.display().to_string());
+        }
+    }
+    if failed.is_empty() {
+        Ok(inputs.len())
+    } else {
+        Err(format!(
+            "fuzz target {target} fails on {} of {} inputs: {failed:#?}",
+            failed.len(),
+            inputs.len()
+        ))
+    }
 }
 
 /// The files directly in `dir` (none when it does not exist), hidden ones left out.
