@@ -56,7 +56,9 @@ pub fn nfqueue_datagram(bytes: &[u8]) {
     let ids = packet_ids(bytes);
     assert!(ids.len() <= count);
     for (_, sequence, _) in messages(bytes) {
-        let _ = acknowledgement(bytes, sequence);
+        if let Some(Err(errno)) = acknowledgement(bytes, sequence) {
+            assert!(errno != 0, "a refusal without an errno");
+        }
     }
     for id in ids {
         let mut header = NF_ACCEPT.to_be_bytes().to_vec();

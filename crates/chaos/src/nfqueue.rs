@@ -275,7 +275,13 @@ pub(crate) fn acknowledgement(datagram: &[u8], sequence: u32) -> Option<Result<(
     let code = payload
         .get(..4)
         .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-    Some(if code == 0 { Ok(()) } else { Err(-code) })
+    // The kernel sends a negative errno; `i32::MIN` has no positive counterpart, and
+    // negating it overflowed (a panic in a debug build) before it was saturated here.
+    Some(if code == 0 {
+        Ok(())
+    } else {
+        Err(code.saturating_neg())
+    })
 }
 
 fn errno(error: std::io::Error) -> i32 {
@@ -405,6 +411,23 @@ impl Random {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_error_code_is_read_without_overflow() {
+        let answer = |code: i32| {
+            // nlmsghdr (length, type, flags, sequence, pid), then the error code.
+            let mut datagram = 20u32.to_ne_bytes().to_vec();
+            datagram.extend(NLMSG_ERROR.to_ne_bytes());
+            datagram.extend([0, 0]);
+            datagram.extend(5u32.to_ne_bytes());
+            datagram.extend([0; 4]);
+            datagram.extend(code.to_ne_bytes());
+            acknowledgement(&datagram, 5)
+        };
+        assert_eq!(answer(0), Some(Ok(())));
+        assert_eq!(answer(-EBUSY), Some(Err(EBUSY)));
+        assert_eq!(answer(i32::MIN), Some(Err(i32::MAX)));
+    }
 
     #[test]
     fn messages_round_trip_and_packet_ids_are_found() {
