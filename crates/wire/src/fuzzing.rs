@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::cluster::ClusterFile;
 use crate::frame::{self, FrameError};
-use crate::limits::MAX_HEADER_BYTES;
+use crate::limits::{MAX_HEADER_BYTES, MAX_REFUSAL_CHARS};
 use crate::message::{Request, Response};
 use crate::origin::{OriginTrust, SealError, SignedMeta};
 use crate::pki::{self, Role};
@@ -72,19 +72,20 @@ fn header<T: Serialize + DeserializeOwned + PartialEq + Debug>(bytes: &[u8]) {
                 );
             }
             Err(FrameError::HeaderTooLarge(length)) => assert!(length > MAX_HEADER_BYTES),
+            Err(FrameError::Malformed(reason)) => {
+                assert_one_line(&reason);
+                assert!(reason.chars().count() <= MAX_REFUSAL_CHARS, "{reason:?}");
+            }
             Err(error) => assert_one_line(&error.to_string()),
         }
     }
 }
 
-/// Longest refusal a decoder may produce, in characters: what an error reply or a log line
-/// can be made to carry by one malformed header.
-pub const MAX_REFUSAL_CHARS: usize = 512;
-
-/// A refusal meant for a person: one line, no control characters, bounded.
+/// A refusal meant for a person: one line, no control characters, and no longer than a
+/// reason ([`MAX_REFUSAL_CHARS`]) and the sentence around it.
 fn assert_one_line(message: &str) {
     assert!(
-        message.chars().count() <= MAX_REFUSAL_CHARS,
+        message.chars().count() <= 2 * MAX_REFUSAL_CHARS,
         "a refusal of {} characters",
         message.chars().count()
     );
