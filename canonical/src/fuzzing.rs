@@ -2,6 +2,7 @@
 //! by `fuzz/fuzz_targets/` and, on every corpus input, by `cargo test`
 //! (`crates/testkit/tests/fuzz_corpus.rs`).
 
+use wire::limits::MAX_REFUSAL_CHARS;
 use wire::Digest;
 
 use crate::catalog;
@@ -63,9 +64,6 @@ pub fn seeds() -> Vec<Vec<u8>> {
         lines.into_bytes(),
     ]
 }
-
-/// Longest refusal the catalog parser may give, in characters.
-const MAX_REFUSAL_CHARS: usize = 512;
 
 fn check(text: &str) {
     match catalog::decode(text) {
