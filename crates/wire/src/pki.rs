@@ -53,15 +53,18 @@ impl Role {
         format!("{}{NAME_SUFFIX}", self.stem())
     }
 
-    /// Parses a certificate DNS name back into a role.
+    /// Parses a certificate DNS name back into a role. Only the spelling [`Role::server_name`]
+    /// writes is accepted: `node-0497.flotilla` or `node-+497.flotilla` would otherwise name
+    /// node 497 too, so one identity would have several names.
     pub fn from_server_name(name: &str) -> Option<Role> {
         let stem = name.strip_suffix(NAME_SUFFIX)?;
         match stem {
             "canonical" => Some(Role::Canonical),
             "client" => Some(Role::Client),
             _ => {
-                let index: u16 = stem.strip_prefix("node-")?.parse().ok()?;
-                (index > 0).then_some(Role::Node(NodeIndex(index)))
+                let digits = stem.strip_prefix("node-")?;
+                let index: u16 = digits.parse().ok()?;
+                (index > 0 && index.to_string() == digits).then_some(Role::Node(NodeIndex(index)))
             }
         }
     }
@@ -189,6 +192,8 @@ mod tests {
         }
         assert_eq!(Role::from_server_name("node-0.flotilla"), None);
         assert_eq!(Role::from_server_name("node-x.flotilla"), None);
+        assert_eq!(Role::from_server_name("node-0497.flotilla"), None);
+        assert_eq!(Role::from_server_name("node-+497.flotilla"), None);
         assert_eq!(Role::from_server_name("example.com"), None);
     }
 
