@@ -93,7 +93,11 @@ pub fn decode(text: &str) -> Result<Catalog, String> {
             return Err(format!("image {id} appears twice"));
         }
     }
-    if count.parse::<usize>().ok() != Some(catalog.len()) {
+    // The count is not quoted back: a damaged file's bytes do not belong in a message.
+    let count: usize = count
+        .parse()
+        .map_err(|_| "its closing line does not count its records".to_string())?;
+    if count != catalog.len() {
         return Err(format!(
             "it closes with {count} records but holds {}",
             catalog.len()
@@ -194,6 +198,12 @@ mod tests {
             let error = decode(&text[..cut]).unwrap_err();
             assert!(!error.is_empty(), "cut at {cut}");
         }
+        let garbled = format!("{HEADER}\n");
+        let garbled = format!("{garbled}end 0\x1b[2J {}\n", Digest::of(garbled.as_bytes()));
+        assert_eq!(
+            decode(&garbled).unwrap_err(),
+            "its closing line does not count its records"
+        );
         let changed = text.replacen("5 3 ", "5 4 ", 1);
         assert_eq!(
             decode(&changed).unwrap_err(),

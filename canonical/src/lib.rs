@@ -8,6 +8,7 @@
 
 pub mod catalog;
 pub mod folder;
+pub mod fuzzing;
 pub mod samples;
 pub mod store;
 

@@ -6,6 +6,7 @@
 //! This crate knows nothing of Docker or of the cluster state: a runtime hands it a
 //! [`FaultTarget`] (a member's name, host pid and address) and records what it returns.
 
+pub mod fuzzing;
 pub mod netem;
 pub mod nfqueue;
 pub mod partition;

@@ -40,22 +40,22 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 const AF_NETLINK: i32 = 16;
 const NETLINK_NETFILTER: i32 = 12;
 const AF_INET: u16 = 2;
-const NFNL_SUBSYS_QUEUE: u16 = 3;
-const NFQNL_MSG_PACKET: u16 = 0;
-const NFQNL_MSG_VERDICT: u16 = 1;
+pub(crate) const NFNL_SUBSYS_QUEUE: u16 = 3;
+pub(crate) const NFQNL_MSG_PACKET: u16 = 0;
+pub(crate) const NFQNL_MSG_VERDICT: u16 = 1;
 const NFQNL_MSG_CONFIG: u16 = 2;
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
+pub(crate) const NLMSG_ERROR: u16 = 2;
+pub(crate) const NLM_F_REQUEST: u16 = 1;
 const NLM_F_ACK: u16 = 4;
 const NFQA_CFG_CMD: u16 = 1;
 const NFQA_CFG_PARAMS: u16 = 2;
 const NFQA_CFG_QUEUE_MAXLEN: u16 = 3;
 const NFQNL_CFG_CMD_BIND: u8 = 1;
 const NFQNL_COPY_META: u8 = 1;
-const NFQA_PACKET_HDR: u16 = 1;
-const NFQA_VERDICT_HDR: u16 = 2;
+pub(crate) const NFQA_PACKET_HDR: u16 = 1;
+pub(crate) const NFQA_VERDICT_HDR: u16 = 2;
 const NF_DROP: u32 = 0;
-const NF_ACCEPT: u32 = 1;
+pub(crate) const NF_ACCEPT: u32 = 1;
 /// Size of `struct nlmsghdr` plus `struct nfgenmsg`.
 const HEADERS: usize = 16 + 4;
 /// errno values the worker explains.
@@ -208,13 +208,8 @@ impl Queue {
                 }
                 Err(e) => return Err(errno(e)),
             };
-            for (kind, seq, payload) in messages(&buffer[..read]) {
-                if kind == NLMSG_ERROR && seq == sequence {
-                    let code = payload
-                        .get(..4)
-                        .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-                    return if code == 0 { Ok(()) } else { Err(-code) };
-                }
+            if let Some(answer) = acknowledgement(&buffer[..read], sequence) {
+                return answer;
             }
         }
         Err(ETIMEDOUT)
@@ -237,11 +232,7 @@ impl Queue {
                 ))
             }
         };
-        let packet_kind = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET;
-        Ok(messages(&buffer[..read])
-            .filter(|(kind, _, _)| *kind == packet_kind)
-            .filter_map(|(_, _, payload)| packet_id(payload))
-            .collect())
+        Ok(packet_ids(&buffer[..read]))
     }
 
     /// Sends `(packet id, verdict)` pairs, many per datagram.
@@ -267,12 +258,43 @@ impl Queue {
     }
 }
 
+/// The ids of the packets noticed in one datagram from the kernel.
+pub(crate) fn packet_ids(datagram: &[u8]) -> Vec<u32> {
+    let packet_kind = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET;
+    messages(datagram)
+        .filter(|(kind, _, _)| *kind == packet_kind)
+        .filter_map(|(_, _, payload)| packet_id(payload))
+        .collect()
+}
+
+/// The kernel's answer to request `sequence` in one datagram, if it holds one: `Ok` or the
+/// positive errno.
+pub(crate) fn acknowledgement(datagram: &[u8], sequence: u32) -> Option<Result<(), i32>> {
+    let (_, _, payload) =
+        messages(datagram).find(|(kind, seq, _)| *kind == NLMSG_ERROR && *seq == sequence)?;
+    let code = payload
+        .get(..4)
+        .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+    // The kernel sends a negative errno; `i32::MIN` has no positive counterpart, and
+    // negating it overflowed (a panic in a debug build) before it was saturated here.
+    Some(if code == 0 {
+        Ok(())
+    } else {
+        Err(code.saturating_neg())
+    })
+}
+
 fn errno(error: std::io::Error) -> i32 {
     error.raw_os_error().unwrap_or(0)
 }
 
 /// One nfnetlink_queue message for [`QUEUE`]: nlmsghdr, nfgenmsg, then the attributes.
-fn message(kind: u16, flags: u16, sequence: u32, attributes: &[(u16, &[u8])]) -> Vec<u8> {
+pub(crate) fn message(
+    kind: u16,
+    flags: u16,
+    sequence: u32,
+    attributes: &[(u16, &[u8])],
+) -> Vec<u8> {
     let mut buffer = vec![0u8; 16];
     // nfgenmsg: family unspecified, version 0, the queue number (big-endian).
     buffer.extend([0, 0]);
@@ -299,7 +321,7 @@ fn align(length: usize) -> usize {
 }
 
 /// The messages in one netlink datagram: (type, sequence, payload after nlmsghdr).
-fn messages(datagram: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
+pub(crate) fn messages(datagram: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
     let mut rest = datagram;
     std::iter::from_fn(move || {
         if rest.len() < 16 {
@@ -318,7 +340,7 @@ fn messages(datagram: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
 }
 
 /// The packet id in a packet notice's payload (nfgenmsg, then attributes).
-fn packet_id(payload: &[u8]) -> Option<u32> {
+pub(crate) fn packet_id(payload: &[u8]) -> Option<u32> {
     let mut rest = payload.get(HEADERS - 16..)?;
     while rest.len() >= 4 {
         let length = usize::from(u16::from_ne_bytes([rest[0], rest[1]]));
@@ -389,6 +411,23 @@ impl Random {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_error_code_is_read_without_overflow() {
+        let answer = |code: i32| {
+            // nlmsghdr (length, type, flags, sequence, pid), then the error code.
+            let mut datagram = 20u32.to_ne_bytes().to_vec();
+            datagram.extend(NLMSG_ERROR.to_ne_bytes());
+            datagram.extend([0, 0]);
+            datagram.extend(5u32.to_ne_bytes());
+            datagram.extend([0; 4]);
+            datagram.extend(code.to_ne_bytes());
+            acknowledgement(&datagram, 5)
+        };
+        assert_eq!(answer(0), Some(Ok(())));
+        assert_eq!(answer(-EBUSY), Some(Err(EBUSY)));
+        assert_eq!(answer(i32::MIN), Some(Err(i32::MAX)));
+    }
 
     #[test]
     fn messages_round_trip_and_packet_ids_are_found() {

@@ -284,7 +284,7 @@ impl Cluster {
         client.args([command, "--json"]);
         // Exit code 1 only says that someone is unreachable; the JSON says who.
         let output = run_with_timeout(client, None, COMMAND_TIMEOUT)?;
-        serde_json::from_slice(&output.stdout).with_context(|| {
+        wire::status::rows_from_json(&output.stdout).with_context(|| {
             format!(
                 "`client {command} --json` printed no JSON: {}",
                 last_line(&output)

@@ -116,6 +116,7 @@
 //! leader): the driver publishes it to the rest of the node, its metrics and its logs.
 
 mod config;
+pub mod fuzzing;
 mod machine;
 mod members;
 mod receive;

@@ -48,7 +48,7 @@ pub fn ping(sh: &Shell, client: &Path, cluster_dir: &Path) -> anyhow::Result<Vec
         .output()
         .with_context(|| format!("running {}", client.display()))?;
     // Exit 1 only says that someone is unreachable; the JSON says who.
-    serde_json::from_slice(&output.stdout).map_err(|_| {
+    wire::status::rows_from_json(&output.stdout).map_err(|_| {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let reason = stderr
             .lines()

@@ -241,11 +241,9 @@ fn transport_parameters() -> quinn::TransportConfig {
     transport
 }
 
-/// The role named by a verified certificate (the rule is `wire::pki::role_of_certificate`).
+/// The role named by a verified certificate (the rule is `wire::pki::role_of_der`).
 pub fn role_of_certificate(cert: &CertificateDer<'_>) -> Result<Role, TlsError> {
-    let (_, parsed) =
-        x509_parser::parse_x509_certificate(cert).map_err(|_| TlsError::UnknownRole)?;
-    wire::pki::role_of_certificate(&parsed).ok_or(TlsError::UnknownRole)
+    wire::pki::role_of_der(cert).ok_or(TlsError::UnknownRole)
 }
 
 /// The role of the peer on an established connection, from its (already verified) certificate.

@@ -66,15 +66,25 @@ impl ClusterFile {
                 detail: e.to_string(),
             },
         })?;
-        toml::from_str(&text).map_err(|e| ClusterError::Read {
+        ClusterFile::parse(&text).map_err(|detail| ClusterError::Read {
             path: path.display().to_string(),
-            detail: e.to_string(),
+            detail,
         })
+    }
+
+    /// Parses the text of a `cluster.toml`; `Err` says what is wrong with it.
+    pub fn parse(text: &str) -> Result<ClusterFile, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The text of this description, as [`ClusterFile::save`] writes it.
+    pub fn to_text(&self) -> Result<String, String> {
+        toml::to_string_pretty(self).map_err(|e| e.to_string())
     }
 
     /// Writes `dir/cluster.toml`.
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
-        let text = toml::to_string_pretty(self).map_err(std::io::Error::other)?;
+        let text = self.to_text().map_err(std::io::Error::other)?;
         std::fs::write(dir.join(CLUSTER_FILE), text)
     }
 }

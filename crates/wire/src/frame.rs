@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::ids::Digest;
-use crate::limits::{MAX_HEADER_BYTES, MAX_IMAGE_BYTES};
+use crate::limits::{MAX_HEADER_BYTES, MAX_IMAGE_BYTES, MAX_REFUSAL_CHARS};
 use crate::message::ImageMeta;
 
 /// A framing failure. Each one ends the stream; none of them ends the connection or server.
@@ -73,10 +73,30 @@ pub fn describe_decode_error<E>(error: ciborium::de::Error<E>) -> String {
     match error {
         Error::Io(_) => "it ends in the middle of a value".to_string(),
         Error::Syntax(offset) => format!("byte {offset} is not valid CBOR"),
-        Error::Semantic(Some(offset), reason) => format!("{reason} (at byte {offset})"),
-        Error::Semantic(None, reason) => reason,
+        Error::Semantic(Some(offset), reason) => printable(&format!("{reason} (at byte {offset})")),
+        Error::Semantic(None, reason) => printable(&reason),
         Error::RecursionLimitExceeded => "its values are nested too deeply".to_string(),
     }
+}
+
+/// A decoder's reason made fit for one line of text: it may quote the refused bytes (serde
+/// names an unknown variant), so control characters are escaped and it is cut to
+/// [`MAX_REFUSAL_CHARS`].
+fn printable(reason: &str) -> String {
+    let mut escaped = String::with_capacity(reason.len());
+    for character in reason.chars() {
+        if character.is_control() {
+            escaped.extend(character.escape_default());
+        } else {
+            escaped.push(character);
+        }
+    }
+    if escaped.chars().count() <= MAX_REFUSAL_CHARS {
+        return escaped;
+    }
+    let mut line: String = escaped.chars().take(MAX_REFUSAL_CHARS - 1).collect();
+    line.push('…');
+    line
 }
 
 /// A CBOR encoding failure as a plain sentence (see [`describe_decode_error`]).
@@ -230,6 +250,25 @@ mod tests {
                 assert!(!message.contains(debug), "{what}: {message}");
             }
         }
+    }
+
+    #[test]
+    fn a_quoted_variant_is_one_printable_bounded_line() {
+        let mut cbor = Vec::new();
+        ciborium::into_writer(&"Heart\0\nbeat\u{1b}[2J", &mut cbor).unwrap();
+        let message = decode_header::<crate::election::ElectionKind>(&cbor)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains(r"Heart\u{0}\nbeat\u{1b}[2J"), "{message}");
+        assert!(!message.chars().any(char::is_control), "{message:?}");
+        let mut long = Vec::new();
+        ciborium::into_writer(&"x".repeat(1_000), &mut long).unwrap();
+        let error = decode_header::<crate::election::ElectionKind>(&long).unwrap_err();
+        let FrameError::Malformed(reason) = error else {
+            panic!("not malformed");
+        };
+        assert_eq!(reason.chars().count(), MAX_REFUSAL_CHARS, "{reason}");
+        assert!(reason.ends_with('…'));
     }
 
     #[test]

@@ -11,12 +11,14 @@
 //! - [`cluster`]: the `.cluster/cluster.toml` description shared by xtask and the client.
 //! - [`routing`]: rendezvous hashing that clients and the leader agree on.
 //! - [`status`]: one row of `client status --json` / `client ping --json`.
+//! - [`fuzzing`]: the properties the fuzzers (`fuzz/`) and the corpus replay check.
 //!
 //! No tokio, no quinn, no rustls: the network stack over these types is the `net` crate.
 
 pub mod cluster;
 pub mod election;
 pub mod frame;
+pub mod fuzzing;
 pub mod history;
 pub mod ids;
 pub mod limits;

@@ -8,6 +8,11 @@ use std::time::Duration;
 /// never image bodies, so 64 KiB leaves ample room for a 64-node status reply.
 pub const MAX_HEADER_BYTES: u32 = 64 * 1024;
 
+/// Longest reason a decoder gives for refusing bytes, in characters. A malformed header can
+/// quote itself into the reason (an unknown variant's name), which goes into an error reply
+/// and a log line; the quote is made printable and cut to this.
+pub const MAX_REFUSAL_CHARS: usize = 256;
+
 /// Largest image body accepted or served. Sample images are at most a few MB; this bounds the
 /// memory one request can make a receiver allocate.
 pub const MAX_IMAGE_BYTES: u64 = 64 * 1024 * 1024;

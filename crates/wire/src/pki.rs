@@ -53,15 +53,18 @@ impl Role {
         format!("{}{NAME_SUFFIX}", self.stem())
     }
 
-    /// Parses a certificate DNS name back into a role.
+    /// Parses a certificate DNS name back into a role. Only the spelling [`Role::server_name`]
+    /// writes is accepted: `node-0497.flotilla` or `node-+497.flotilla` would otherwise name
+    /// node 497 too, so one identity would have several names.
     pub fn from_server_name(name: &str) -> Option<Role> {
         let stem = name.strip_suffix(NAME_SUFFIX)?;
         match stem {
             "canonical" => Some(Role::Canonical),
             "client" => Some(Role::Client),
             _ => {
-                let index: u16 = stem.strip_prefix("node-")?.parse().ok()?;
-                (index > 0).then_some(Role::Node(NodeIndex(index)))
+                let digits = stem.strip_prefix("node-")?;
+                let index: u16 = digits.parse().ok()?;
+                (index > 0 && index.to_string() == digits).then_some(Role::Node(NodeIndex(index)))
             }
         }
     }
@@ -86,6 +89,14 @@ pub fn role_of_certificate(certificate: &X509Certificate<'_>) -> Option<Role> {
             GeneralName::DNSName(dns) => Role::from_server_name(dns),
             _ => None,
         })
+}
+
+/// The role a certificate in DER names, by [`role_of_certificate`]; `None` when the bytes are
+/// not a certificate or it names no role. What a TLS peer's certificate becomes
+/// (`net::tls::role_of_certificate`), so the same bytes are fuzzed (`fuzz/`).
+pub fn role_of_der(certificate: &[u8]) -> Option<Role> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(certificate).ok()?;
+    role_of_certificate(&parsed)
 }
 
 /// A certificate and its private key, both PEM.
@@ -181,6 +192,8 @@ mod tests {
         }
         assert_eq!(Role::from_server_name("node-0.flotilla"), None);
         assert_eq!(Role::from_server_name("node-x.flotilla"), None);
+        assert_eq!(Role::from_server_name("node-0497.flotilla"), None);
+        assert_eq!(Role::from_server_name("node-+497.flotilla"), None);
         assert_eq!(Role::from_server_name("example.com"), None);
     }
 

@@ -41,6 +41,13 @@ pub struct StatusRow {
     pub error: Option<String>,
 }
 
+/// Parses what `client status --json` or `client ping --json` printed: a JSON array of rows.
+/// Every reader of that output (xtask's readiness wait and `top`, the end-to-end suite) goes
+/// through this one function, which `fuzz/` fuzzes.
+pub fn rows_from_json(bytes: &[u8]) -> Result<Vec<StatusRow>, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -106,7 +106,7 @@ fn poll(sh: &Shell, client: &std::path::Path, project: &Project) -> anyhow::Resu
         .ignore_status()
         .output()
         .context("running `client status --json`")?;
-    let rows: Vec<Row> = serde_json::from_slice(&output.stdout).map_err(|_| {
+    let rows = wire::status::rows_from_json(&output.stdout).map_err(|_| {
         let stderr = String::from_utf8_lossy(&output.stderr);
         anyhow::anyhow!(
             "no status from the cluster ({}); is it running? (`cargo xtask status`)",
