@@ -269,6 +269,8 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         index,
         quic: format!("127.0.0.1:{}", 7000 + index),
         metrics: format!("http://127.0.0.1:{}/metrics", 9000 + index),
+        // Docker records each member's bridge address too; one seed member has none.
+        bridge: (index > 0).then(|| format!("172.18.0.{}:7000", 2 + index)),
     };
     let cluster = ClusterFile {
         prefix: "flotilla".into(),
