@@ -3,8 +3,10 @@
 //! next edge when one does not answer. The `client` binary and the bench are built on it.
 
 pub mod bench;
+mod silence;
 
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -15,8 +17,8 @@ use net::tls::Credentials;
 use net::CallError;
 use wire::cluster::{ClusterFile, Member};
 use wire::limits::{
-    BRIDGE_PROBE_TIMEOUT, CLIENT_ATTEMPT_TIMEOUT, CLIENT_CONNECT_GRACE,
-    CLIENT_EDGES_AFTER_ORIGIN_DOWN, HEADER_TIMEOUT,
+    BRIDGE_PROBE_TIMEOUT, CLIENT_ATTEMPT_TIMEOUT, CLIENT_CONNECT_GRACE, CLIENT_DOWN_RETRY,
+    CLIENT_EDGES_AFTER_ORIGIN_DOWN, CLIENT_KEEP_ALIVE, HEADER_TIMEOUT,
 };
 use wire::message::ErrorKind;
 use wire::routing::{rank, Routing};
@@ -81,8 +83,9 @@ pub struct Client {
     pub cluster: ClusterFile,
     pool: Pool,
     routing: Routing,
-    /// Edges that failed in this process; tried only after the others.
-    down: Mutex<BTreeSet<NodeIndex>>,
+    /// Edges that failed in this process, with when: tried only after the others for
+    /// [`CLIENT_DOWN_RETRY`], then in their routing place again.
+    down: Mutex<HashMap<NodeIndex, Instant>>,
     /// The address each member is reached at, by index, once chosen: its bridge address
     /// when that answered a probe, else its published port.
     addresses: Mutex<HashMap<u16, String>>,
@@ -107,12 +110,18 @@ impl Client {
         routing: Routing,
     ) -> Result<Client, ClientError> {
         let any = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
-        let endpoint = net::pool::endpoint(net::bind_udp(any)?, credentials, false)?;
+        let mut endpoint = net::pool::endpoint(net::bind_udp(any)?, credentials, false)?;
+        // A short keep-alive, so that a live edge is never silent for long (`silence`).
+        endpoint.set_default_client_config(
+            credentials
+                .client_config_keeping_alive(CLIENT_KEEP_ALIVE)
+                .map_err(NetError::from)?,
+        );
         Ok(Client {
             cluster,
             pool: Pool::new(endpoint, credentials.origin_trust()),
             routing,
-            down: Mutex::new(BTreeSet::new()),
+            down: Mutex::new(HashMap::new()),
             addresses: Mutex::new(HashMap::new()),
         })
     }
@@ -170,11 +179,49 @@ impl Client {
     }
 
     fn mark(&self, edge: NodeIndex, down: bool) {
-        let mut set = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        let mut failed = self.down.lock().unwrap_or_else(|p| p.into_inner());
         if down {
-            set.insert(edge);
+            failed.insert(edge, Instant::now());
         } else {
-            set.remove(&edge);
+            failed.remove(&edge);
+        }
+    }
+
+    /// Runs one attempt on `member`: for at most [`CLIENT_ATTEMPT_TIMEOUT`], and only as long
+    /// as the edge is heard from (see [`silence`]): one that sends nothing at all meanwhile is
+    /// given up on as soon as that is clear, so a killed or paused edge costs a read about half
+    /// a second instead of the whole attempt.
+    async fn attempt<T>(
+        &self,
+        member: &Member,
+        target: &Target,
+        call: impl Future<Output = T>,
+    ) -> Result<T, String> {
+        let watch = async {
+            let mut silence = silence::Silence::new(Instant::now());
+            loop {
+                tokio::time::sleep(silence::LOOK_EVERY).await;
+                let connection = self.pool.existing(target);
+                let received = connection.as_ref().map(|c| c.stats().udp_rx.datagrams);
+                let bound = silence::silent_after(connection.map_or(Duration::ZERO, |c| c.rtt()));
+                if silence.look(received, Instant::now(), bound) {
+                    return bound;
+                }
+            }
+        };
+        tokio::select! {
+            done = tokio::time::timeout(CLIENT_ATTEMPT_TIMEOUT, call) => done.map_err(|_| {
+                format!(
+                    "{} did not finish within {} s",
+                    member.name,
+                    CLIENT_ATTEMPT_TIMEOUT.as_secs()
+                )
+            }),
+            bound = watch => Err(format!(
+                "{} sent nothing for {} ms (stopped, paused or cut off?)",
+                member.name,
+                bound.as_millis()
+            )),
         }
     }
 
@@ -227,7 +274,10 @@ impl Client {
         let ranked = rank(id, &self.edges(), self.routing);
         let (mut up, failed): (Vec<_>, Vec<_>) = {
             let down = self.down.lock().unwrap_or_else(|p| p.into_inner());
-            ranked.into_iter().partition(|edge| !down.contains(edge))
+            ranked.into_iter().partition(|edge| {
+                down.get(edge)
+                    .is_none_or(|since| since.elapsed() >= CLIENT_DOWN_RETRY)
+            })
         };
         up.extend(failed);
         up
@@ -293,16 +343,10 @@ impl Client {
             .member(edge)
             .ok_or(ClientError::Remote(format!("unknown edge {edge}")))?;
         let target = self.target(member).await;
-        let fetched =
-            tokio::time::timeout(CLIENT_ATTEMPT_TIMEOUT, self.pool.get_image(&target, id))
-                .await
-                .map_err(|_| {
-                    ClientError::Remote(format!(
-                        "{} did not finish within {} s",
-                        member.name,
-                        CLIENT_ATTEMPT_TIMEOUT.as_secs()
-                    ))
-                })?;
+        let fetched = self
+            .attempt(member, &target, self.pool.get_image(&target, id))
+            .await
+            .map_err(ClientError::Remote)?;
         match fetched {
             Ok(reply) => Ok(Fetched {
                 meta: reply.meta.into_signed().meta,
@@ -339,9 +383,9 @@ impl Client {
                 continue;
             };
             let target = self.target(member).await;
-            let answer =
-                tokio::time::timeout(CLIENT_ATTEMPT_TIMEOUT, self.pool.image_size(&target, id))
-                    .await;
+            let answer = self
+                .attempt(member, &target, self.pool.image_size(&target, id))
+                .await;
             match answer {
                 Ok(Ok(size)) => return Ok(size),
                 Ok(Err(CallError::NotFound(id))) => return Err(ClientError::NotFound(id)),
@@ -354,7 +398,10 @@ impl Client {
                     last = format!("node {edge}: {error}");
                 }
                 Ok(Err(error)) => last = format!("node {edge}: {error}"),
-                Err(_) => last = format!("node {edge}: no answer in time"),
+                Err(gone) => {
+                    self.mark(edge, true);
+                    last = format!("node {edge}: {gone}");
+                }
             }
         }
         if !origin_down.is_empty() {

@@ -7,6 +7,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
@@ -176,6 +177,16 @@ impl Credentials {
 
     /// QUIC client config that presents our certificate and trusts only the cluster CA.
     pub fn client_config(&self) -> Result<quinn::ClientConfig, TlsError> {
+        self.client_config_keeping_alive(limits::KEEP_ALIVE)
+    }
+
+    /// As [`Credentials::client_config`], with a keep-alive of `every`: after that long without
+    /// a packet from the peer, one it must acknowledge is sent. The client uses a short one to
+    /// tell a silent edge from a live one (`limits::CLIENT_SILENT_EDGE`).
+    pub fn client_config_keeping_alive(
+        &self,
+        every: Duration,
+    ) -> Result<quinn::ClientConfig, TlsError> {
         let mut tls = rustls::ClientConfig::builder_with_provider(crypto_provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_root_certificates(self.roots()?)
@@ -185,7 +196,9 @@ impl Credentials {
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
             .map_err(|e| TlsError::Quic(e.to_string()))?;
         let mut config = quinn::ClientConfig::new(Arc::new(quic));
-        config.transport_config(Arc::new(transport_parameters()));
+        let mut transport = transport_parameters();
+        transport.keep_alive_interval(Some(every));
+        config.transport_config(Arc::new(transport));
         Ok(config)
     }
 

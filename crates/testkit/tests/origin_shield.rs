@@ -151,3 +151,26 @@ async fn a_client_failover_joins_the_fetch_under_way_instead_of_starting_another
         "the failover must join the fetch under way, not start a second one"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_waits_for_a_live_edge_that_waits_on_a_slow_origin() {
+    // The edge sends the client nothing of the image for seconds; it is alive all the same
+    // (it acknowledges the client's keep-alives), so the client must not take it for gone.
+    let origin = SlowOrigin::new(ORIGIN_DELAY);
+    let cluster = TestCluster::builder()
+        .nodes(1)
+        .origin(origin.clone())
+        .start()
+        .await;
+    assert!(
+        wait_until(Duration::from_secs(20), || cluster.agreed_on(1)).await,
+        "node 1 never led"
+    );
+    let client = cluster.client();
+    let fetched = client
+        .get_image(ImageId(92))
+        .await
+        .expect("the only edge serves the image once the origin answers");
+    assert_eq!(fetched.body, origin.body);
+    assert_eq!(origin.image_requests.load(Ordering::SeqCst), 1);
+}

@@ -106,6 +106,28 @@ pub const UPSTREAM_BUDGET: Duration = Duration::from_secs(
 /// way, so a failover joins that fetch instead of starting another one at the origin.
 pub const CLIENT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
 
+/// How long an edge may send the client nothing at all, while a request to it is under way,
+/// before the client takes it for gone and asks the next edge. A live edge acknowledges within
+/// a round trip and QUIC's acknowledgement delay (25 ms) even while it waits on its origin, and
+/// the client's keep-alive ([`CLIENT_KEEP_ALIVE`]) makes it answer again whenever it has been
+/// quiet; a killed or paused container sends nothing, and without this the client waited the
+/// whole [`CLIENT_ATTEMPT_TIMEOUT`] on it. On a slow path the bound is stretched to
+/// [`CLIENT_SILENT_RTTS`] round trips.
+pub const CLIENT_SILENT_EDGE: Duration = Duration::from_millis(500);
+
+/// Round trips of silence, on a path slower than [`CLIENT_SILENT_EDGE`] allows for, before the
+/// client takes an edge for gone.
+pub const CLIENT_SILENT_RTTS: u32 = 4;
+
+/// The client's keep-alive: after this long without a packet from an edge it sends one that
+/// the edge must acknowledge, so a live edge is never silent for long (see
+/// [`CLIENT_SILENT_EDGE`]). A few dozen bytes each, to a handful of edges.
+pub const CLIENT_KEEP_ALIVE: Duration = Duration::from_millis(150);
+
+/// How long an edge that failed a request is asked only after the others; then it gets its
+/// place in routing order back, so a restarted edge takes its share of reads again.
+pub const CLIENT_DOWN_RETRY: Duration = Duration::from_secs(2);
+
 /// Longest the console's `get` waits for a whole image from its node: the edge's upstream
 /// budget plus the time it may take to send the reply. A header alone is bounded by the
 /// request's reply timeout; this also bounds a body that trickles in, so the prompt returns.
