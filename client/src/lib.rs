@@ -269,7 +269,8 @@ impl Client {
         Ok(answered.len())
     }
 
-    /// Edges in the order to try for `id`: routing order, edges known to be down last.
+    /// Edges in the order to try for `id`: routing order, edges that failed within the last
+    /// [`CLIENT_DOWN_RETRY`] last.
     pub fn route(&self, id: ImageId) -> Vec<NodeIndex> {
         let ranked = rank(id, &self.edges(), self.routing);
         let (mut up, failed): (Vec<_>, Vec<_>) = {

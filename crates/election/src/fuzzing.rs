@@ -79,14 +79,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
         bytes.extend(cbor);
         bytes
     };
-    let kinds = [
-        ElectionKind::Election,
-        ElectionKind::Alive,
-        ElectionKind::VoteRequest,
-        ElectionKind::Vote { granted: true },
-        ElectionKind::Heartbeat,
-        ElectionKind::HeartbeatAck,
-    ];
+    let kinds = ElectionKind::ALL;
     // Node 3 owns terms 3, 8, 13, … in a five-member cluster.
     let won: Vec<u8> = [
         record(1, 250, 0, ElectionKind::HeartbeatAck),

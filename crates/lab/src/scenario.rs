@@ -393,12 +393,7 @@ impl Steps<'_> {
                     faults::shape(sh, self.project, runtime, state, index, made)?;
                     self.shaped.insert(index);
                 }
-                Effect::Netem {
-                    nodes,
-                    delay_ms: shape.delay.as_secs_f64() * 1000.0,
-                    jitter_ms: shape.jitter.as_secs_f64() * 1000.0,
-                    loss: shape.loss,
-                }
+                shape.effect(nodes)
             }
         })
     }

@@ -352,14 +352,7 @@ pub fn check(scenario: &Scenario, history: &History) -> Verdict {
     summary.elections = leader_of_term.len();
     summary.fault_windows = windows.clone();
 
-    let ops: Vec<&Op> = history
-        .events
-        .iter()
-        .filter_map(|event| match event {
-            Event::Op(op) => Some(op),
-            _ => None,
-        })
-        .collect();
+    let ops: Vec<&Op> = history.ops().collect();
     check_reads(&ops, &mut violations);
     check_availability(
         scenario,

@@ -144,6 +144,18 @@ pub struct NetShape {
     pub loss: f64,
 }
 
+impl NetShape {
+    /// What shaping `nodes` this way records in a history.
+    pub fn effect(&self, nodes: Vec<u16>) -> wire::history::Effect {
+        wire::history::Effect::Netem {
+            nodes,
+            delay_ms: self.delay.as_secs_f64() * 1000.0,
+            jitter_ms: self.jitter.as_secs_f64() * 1000.0,
+            loss: self.loss,
+        }
+    }
+}
+
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -4,7 +4,7 @@
 use std::io::{BufRead, Write};
 use std::path::Path;
 
-use wire::history::{Event, Header};
+use wire::history::{Event, Header, Op};
 
 /// File name of a history inside a run folder.
 pub const HISTORY_FILE: &str = "history.jsonl";
@@ -14,6 +14,16 @@ pub const HISTORY_FILE: &str = "history.jsonl";
 pub struct History {
     pub header: Header,
     pub events: Vec<Event>,
+}
+
+impl History {
+    /// The client's reads, in the order they were recorded.
+    pub fn ops(&self) -> impl Iterator<Item = &Op> {
+        self.events.iter().filter_map(|event| match event {
+            Event::Op(op) => Some(op),
+            _ => None,
+        })
+    }
 }
 
 /// Why a history could not be read.

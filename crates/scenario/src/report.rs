@@ -268,14 +268,7 @@ fn faults(history: &History) -> Vec<(u64, &str, &Effect)> {
 
 /// At most [`MAX_POINTS`] reads, every error kept.
 fn thinned_ops(history: &History) -> Vec<&Op> {
-    let ops: Vec<&Op> = history
-        .events
-        .iter()
-        .filter_map(|event| match event {
-            Event::Op(op) => Some(op),
-            _ => None,
-        })
-        .collect();
+    let ops: Vec<&Op> = history.ops().collect();
     let stride = ops.len().div_ceil(MAX_POINTS).max(1);
     ops.iter()
         .enumerate()

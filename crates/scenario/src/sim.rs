@@ -238,12 +238,7 @@ impl Driver {
                     );
                     self.shaped.insert(node);
                 }
-                Effect::Netem {
-                    nodes,
-                    delay_ms: shape.delay.as_secs_f64() * 1000.0,
-                    jitter_ms: shape.jitter.as_secs_f64() * 1000.0,
-                    loss: shape.loss,
-                }
+                shape.effect(nodes)
             }
         })
     }

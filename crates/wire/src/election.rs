@@ -28,3 +28,15 @@ pub enum ElectionKind {
     /// A follower acknowledges the heartbeat of `term`; the leader counts these for its quorum.
     HeartbeatAck,
 }
+
+impl ElectionKind {
+    /// One of each kind (a granted vote for `Vote`): what fuzzing seeds start from.
+    pub const ALL: [ElectionKind; 6] = [
+        ElectionKind::Election,
+        ElectionKind::Alive,
+        ElectionKind::VoteRequest,
+        ElectionKind::Vote { granted: true },
+        ElectionKind::Heartbeat,
+        ElectionKind::HeartbeatAck,
+    ];
+}

@@ -205,14 +205,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         node.sign(meta.clone()).expect("a node signs"),
         stranger.sign(meta.clone()).expect("a stranger signs"),
     ];
-    let kinds = [
-        ElectionKind::Election,
-        ElectionKind::Alive,
-        ElectionKind::VoteRequest,
-        ElectionKind::Vote { granted: true },
-        ElectionKind::Heartbeat,
-        ElectionKind::HeartbeatAck,
-    ];
+    let kinds = ElectionKind::ALL;
     let mut requests = vec![
         Request::GetImage { id: ImageId(7) },
         Request::ImageSize {
