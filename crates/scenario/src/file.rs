@@ -198,13 +198,23 @@ impl fmt::Display for Action {
     }
 }
 
-/// A mistake in a scenario file: `file:line: what is wrong; what to write instead`.
+/// A mistake in a scenario file: `file:line: what is wrong; what to write instead` (no line
+/// when the mistake is the whole file, e.g. one that cannot be read).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: {message}")]
 pub struct FileError {
     pub file: String,
+    /// 1-based; 0 when no one line is at fault.
     pub line: usize,
     pub message: String,
+}
+
+impl fmt::Display for FileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            0 => write!(f, "{}: {}", self.file, self.message),
+            line => write!(f, "{}:{line}: {}", self.file, self.message),
+        }
+    }
 }
 
 #[derive(Deserialize)]
