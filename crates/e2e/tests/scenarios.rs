@@ -44,6 +44,7 @@ fn shipped_scenarios_pass_their_checker_on_containers() -> anyhow::Result<()> {
         for file in [
             "history.jsonl",
             "verdict.json",
+            "timeline.png",
             "timeline.svg",
             "report.html",
         ] {

@@ -1,13 +1,17 @@
-//! What a person looks at after a run: `timeline.svg` (one lane per node coloured by role
-//! with its term written on it, fault windows shaded across the lanes, the client's latencies
-//! under them on a log scale) and `report.html`, a self-contained page with the timeline
-//! inline, the checker's verdict, a summary table, the faults, and the same scenario in the
-//! simulation side by side with the run. Drawn with plotters' SVG backend, so no font files or
-//! image codecs are needed.
+//! What a person looks at after a run: the timeline (one lane per node coloured by role with
+//! its term written on it, fault windows shaded across the lanes, the client's latencies
+//! under them on a log scale), as `timeline.png` and `timeline.svg`, and `report.html`, a
+//! self-contained page with the timeline inline, the checker's verdict, a summary table, the
+//! faults, and the same scenario in the simulation side by side with the run. One drawing
+//! function, two plotters backends; the text is written in a font compiled into the program
+//! (`epaint_default_fonts`), so the PNG looks the same on a machine with no fonts installed.
 
 use std::fmt::Write as _;
 
+use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters::style::FontStyle;
 use wire::history::{Effect, Event, NodeState, Op, OpOutcome, Sample};
 use wire::ElectionRole;
 
@@ -17,6 +21,7 @@ use crate::history::History;
 
 /// File names inside a run folder.
 pub const TIMELINE_FILE: &str = "timeline.svg";
+pub const TIMELINE_PNG_FILE: &str = "timeline.png";
 pub const REPORT_FILE: &str = "report.html";
 
 /// Width of the picture, in pixels.
@@ -24,7 +29,14 @@ const WIDTH: u32 = 1200;
 /// Height of one node's lane.
 const LANE_HEIGHT: u32 = 36;
 /// Height of the latency chart under the lanes.
-const LATENCY_HEIGHT: u32 = 320;
+const LATENCY_HEIGHT: u32 = 340;
+/// Height of the row of lane colours above the lanes.
+const LEGEND_HEIGHT: u32 = 30;
+/// Colours of the reads by outcome, and of the line at each fault.
+const HIT: RGBColor = RGBColor(39, 174, 96);
+const MISS: RGBColor = RGBColor(41, 128, 185);
+const ERROR: RGBColor = RGBColor(192, 57, 43);
+const FAULT_LINE: RGBAColor = RGBAColor(231, 76, 60, 0.8);
 /// Most reads drawn as points; more are thinned evenly (every n-th), errors always kept.
 const MAX_POINTS: usize = 6000;
 /// A lane segment at least this long (seconds) gets its term written on it.
@@ -77,139 +89,254 @@ const LEGEND: [(&str, (u8, u8, u8)); 6] = [
     ("unreachable", (200, 200, 200)),
 ];
 
+/// The colours a lane can have (leader, follower, candidate, down, paused, unreachable), for
+/// tests that look for the lanes in a picture.
+pub fn lane_colours() -> impl Iterator<Item = (u8, u8, u8)> {
+    LEGEND.iter().map(|&(_, colour)| colour)
+}
+
 /// The timeline picture as SVG text.
 pub fn timeline_svg(history: &History, verdict: &Verdict) -> Result<String, String> {
-    let nodes = history.header.nodes.max(1);
-    let end_s = (history.header.duration_ms as f64 / 1000.0).max(0.1);
-    let lanes_height = 50 + LANE_HEIGHT * u32::from(nodes);
+    register_font();
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, lanes_height + LATENCY_HEIGHT))
-            .into_drawing_area();
-        root.fill(&WHITE).map_err(text)?;
-        let (top, bottom) = root.split_vertically(lanes_height);
-        let mut lanes = ChartBuilder::on(&top)
-            .margin(10)
-            .margin_right(30)
-            .caption(
-                format!(
-                    "{} ({}, seed {})",
-                    history.header.scenario, history.header.source, history.header.seed
-                ),
-                ("sans-serif", 18),
-            )
-            .y_label_area_size(70)
-            .build_cartesian_2d(0.0..end_s, 0.0..f64::from(nodes))
-            .map_err(text)?;
-        lanes
-            .configure_mesh()
-            .disable_mesh()
-            .x_labels(0)
-            .y_labels(usize::from(nodes) * 2 + 1)
-            .y_label_formatter(&|y| {
-                // A label in the middle of each lane names its node.
-                let lane = y.floor();
-                match (y - lane - 0.5).abs() < 0.01 && lane >= 0.0 {
-                    true => format!("node {}", u32::from(nodes) - lane as u32),
-                    false => String::new(),
-                }
-            })
-            .draw()
-            .map_err(text)?;
-        let samples = samples_by_node(history, nodes);
-        for (index, samples) in samples.iter().enumerate() {
-            let node = index as u16 + 1;
-            let bottom_y = f64::from(nodes - node) + 0.1;
-            let top_y = bottom_y + 0.8;
-            for (start, end, look) in segments(samples, end_s) {
-                lanes
-                    .draw_series(std::iter::once(Rectangle::new(
-                        [(start, bottom_y), (end, top_y)],
-                        look.colour().filled(),
-                    )))
-                    .map_err(text)?;
-                if let Look::Role(_, term) = look {
-                    if end - start >= TERM_LABEL_MIN_SECONDS {
-                        lanes
-                            .draw_series(std::iter::once(Text::new(
-                                format!("t{term}"),
-                                (start + 0.05, top_y - 0.15),
-                                ("sans-serif", 12).into_font().color(&BLACK),
-                            )))
-                            .map_err(text)?;
-                    }
-                }
-            }
-        }
-        for &(start, end) in &verdict.summary.fault_windows {
-            lanes
-                .draw_series(std::iter::once(Rectangle::new(
-                    [(start / 1000.0, 0.0), (end / 1000.0, f64::from(nodes))],
-                    BLACK.mix(0.12).filled(),
-                )))
-                .map_err(text)?;
-        }
-        for fault in faults(history) {
-            let at = fault.0 as f64 / 1000.0;
-            lanes
-                .draw_series(std::iter::once(PathElement::new(
-                    vec![(at, 0.0), (at, f64::from(nodes))],
-                    RED.mix(0.7).stroke_width(2),
-                )))
-                .map_err(text)?;
-        }
-
-        let ops = thinned_ops(history);
-        let max_ms = ops.iter().map(|op| latency_ms(op)).fold(10.0_f64, f64::max) * 1.5;
-        let mut latency = ChartBuilder::on(&bottom)
-            .margin(10)
-            .margin_right(30)
-            .x_label_area_size(30)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0.0..end_s, (0.1_f64..max_ms).log_scale())
-            .map_err(text)?;
-        latency
-            .configure_mesh()
-            .x_desc("seconds since the start")
-            .y_desc("latency (ms)")
-            .light_line_style(BLACK.mix(0.05))
-            .draw()
-            .map_err(text)?;
-        for &(start, end) in &verdict.summary.fault_windows {
-            latency
-                .draw_series(std::iter::once(Rectangle::new(
-                    [(start / 1000.0, 0.1), (end / 1000.0, max_ms)],
-                    BLACK.mix(0.08).filled(),
-                )))
-                .map_err(text)?;
-        }
-        let kinds = [
-            (OpOutcome::Hit, "hit", RGBColor(39, 174, 96)),
-            (OpOutcome::Miss, "miss", RGBColor(41, 128, 185)),
-            (OpOutcome::Error, "error", RGBColor(192, 57, 43)),
-        ];
-        for (outcome, label, colour) in kinds {
-            latency
-                .draw_series(ops.iter().filter(|op| op.outcome == outcome).map(|op| {
-                    Circle::new(
-                        (op.invoke_ms / 1000.0, latency_ms(op).max(0.1)),
-                        2,
-                        colour.filled(),
-                    )
-                }))
-                .map_err(text)?
-                .label(label)
-                .legend(move |(x, y)| Circle::new((x + 5, y), 4, colour.filled()));
-        }
-        latency
-            .configure_series_labels()
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.85))
-            .draw()
-            .map_err(text)?;
+        let root = SVGBackend::with_string(&mut svg, size(history)).into_drawing_area();
+        draw(&root, history, verdict)?;
         root.present().map_err(text)?;
     }
     Ok(svg)
+}
+
+/// The timeline picture as PNG bytes: the same drawing as [`timeline_svg`], on a bitmap.
+pub fn timeline_png(history: &History, verdict: &Verdict) -> Result<Vec<u8>, String> {
+    register_font();
+    let (width, height) = size(history);
+    let mut pixels = vec![0_u8; width as usize * height as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
+        draw(&root, history, verdict)?;
+        root.present().map_err(text)?;
+    }
+    let mut png = Vec::new();
+    let mut encoder = png::Encoder::new(&mut png, width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().map_err(text)?;
+    writer.write_image_data(&pixels).map_err(text)?;
+    writer.finish().map_err(text)?;
+    Ok(png)
+}
+
+/// Makes the compiled-in font the one plotters writes every text in (the bitmap backend has
+/// no fonts of its own, and none are looked up on the machine).
+fn register_font() {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {
+        // A font the crate ships in its own bytes: parsing it cannot fail on one machine and
+        // work on another, and a test draws a picture with text on every run.
+        plotters::style::register_font(FONT, FontStyle::Normal, epaint_default_fonts::HACK_REGULAR)
+            .map_err(|_| ())
+            .expect("the bundled font parses");
+    });
+}
+
+/// The family every text is written in; [`register_font`] gives it its glyphs.
+const FONT: &str = "sans-serif";
+
+/// Width and height of the picture for `history`.
+fn size(history: &History) -> (u32, u32) {
+    (
+        WIDTH,
+        LEGEND_HEIGHT + lanes_height(history) + LATENCY_HEIGHT,
+    )
+}
+
+fn lanes_height(history: &History) -> u32 {
+    50 + LANE_HEIGHT * u32::from(history.header.nodes.max(1))
+}
+
+/// Draws the timeline on `root`: the legend, a lane per node, and the latencies under them.
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    history: &History,
+    verdict: &Verdict,
+) -> Result<(), String> {
+    let nodes = history.header.nodes.max(1);
+    let end_s = (history.header.duration_ms as f64 / 1000.0).max(0.1);
+    root.fill(&WHITE).map_err(text)?;
+    let (legend, rest) = root.split_vertically(LEGEND_HEIGHT);
+    draw_legend(&legend)?;
+    let (top, bottom) = rest.split_vertically(lanes_height(history));
+    let mut lanes = ChartBuilder::on(&top)
+        .margin(10)
+        .margin_right(30)
+        .caption(
+            format!(
+                "{} ({}, seed {})",
+                history.header.scenario, history.header.source, history.header.seed
+            ),
+            (FONT, 20),
+        )
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..end_s, 0.0..f64::from(nodes))
+        .map_err(text)?;
+    lanes
+        .configure_mesh()
+        .disable_mesh()
+        .x_labels(0)
+        .y_labels(usize::from(nodes) * 2 + 1)
+        .y_label_style((FONT, 14))
+        .y_label_formatter(&|y| {
+            // A label in the middle of each lane names its node.
+            let lane = y.floor();
+            match (y - lane - 0.5).abs() < 0.01 && lane >= 0.0 {
+                true => format!("node {}", u32::from(nodes) - lane as u32),
+                false => String::new(),
+            }
+        })
+        .draw()
+        .map_err(text)?;
+    let samples = samples_by_node(history, nodes);
+    for (index, samples) in samples.iter().enumerate() {
+        let node = index as u16 + 1;
+        let bottom_y = f64::from(nodes - node) + 0.1;
+        let top_y = bottom_y + 0.8;
+        for (start, end, look) in segments(samples, end_s) {
+            lanes
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(start, bottom_y), (end, top_y)],
+                    look.colour().filled(),
+                )))
+                .map_err(text)?;
+            if let Look::Role(_, term) = look {
+                if end - start >= TERM_LABEL_MIN_SECONDS {
+                    lanes
+                        .draw_series(std::iter::once(Text::new(
+                            format!("t{term}"),
+                            (start + 0.05, top_y - 0.12),
+                            (FONT, 14).into_font().color(&BLACK),
+                        )))
+                        .map_err(text)?;
+                }
+            }
+        }
+    }
+    for &(start, end) in &verdict.summary.fault_windows {
+        lanes
+            .draw_series(std::iter::once(Rectangle::new(
+                [(start / 1000.0, 0.0), (end / 1000.0, f64::from(nodes))],
+                BLACK.mix(0.12).filled(),
+            )))
+            .map_err(text)?;
+    }
+    for fault in faults(history) {
+        let at = fault.0 as f64 / 1000.0;
+        lanes
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(at, 0.0), (at, f64::from(nodes))],
+                FAULT_LINE.stroke_width(2),
+            )))
+            .map_err(text)?;
+    }
+
+    let ops = thinned_ops(history);
+    let max_ms = ops.iter().map(|op| latency_ms(op)).fold(10.0_f64, f64::max) * 1.5;
+    let mut latency = ChartBuilder::on(&bottom)
+        .margin(10)
+        .margin_right(30)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..end_s, (0.1_f64..max_ms).log_scale())
+        .map_err(text)?;
+    latency
+        .configure_mesh()
+        .x_desc("seconds since the start")
+        .y_desc("read latency (ms, log scale)")
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 15))
+        .light_line_style(BLACK.mix(0.05))
+        .draw()
+        .map_err(text)?;
+    for &(start, end) in &verdict.summary.fault_windows {
+        latency
+            .draw_series(std::iter::once(Rectangle::new(
+                [(start / 1000.0, 0.1), (end / 1000.0, max_ms)],
+                BLACK.mix(0.08).filled(),
+            )))
+            .map_err(text)?;
+    }
+    if ops.is_empty() {
+        let note = match history.header.source.as_str() {
+            "sim" => "the simulation has no client: no reads to show",
+            _ => "no reads were recorded",
+        };
+        bottom
+            .draw(&Text::new(
+                note,
+                (WIDTH as i32 / 2, LATENCY_HEIGHT as i32 / 2),
+                (FONT, 15)
+                    .into_font()
+                    .color(&BLACK.mix(0.6))
+                    .pos(Pos::new(HPos::Center, VPos::Center)),
+            ))
+            .map_err(text)?;
+    }
+    let point = |op: &Op| (op.invoke_ms / 1000.0, latency_ms(op).max(0.1));
+    let reads = |outcome| ops.iter().filter(move |op| op.outcome == outcome);
+    // Each outcome has a shape of its own as well as a colour, so they stay apart in grey.
+    latency
+        .draw_series(reads(OpOutcome::Hit).map(|op| Circle::new(point(op), 2, HIT.filled())))
+        .map_err(text)?
+        .label("hit")
+        .legend(|(x, y)| Circle::new((x + 5, y), 4, HIT.filled()));
+    latency
+        .draw_series(
+            reads(OpOutcome::Miss).map(|op| TriangleMarker::new(point(op), 4, MISS.filled())),
+        )
+        .map_err(text)?
+        .label("miss")
+        .legend(|(x, y)| TriangleMarker::new((x + 5, y), 5, MISS.filled()));
+    latency
+        .draw_series(
+            reads(OpOutcome::Error).map(|op| Cross::new(point(op), 4, ERROR.stroke_width(2))),
+        )
+        .map_err(text)?
+        .label("error")
+        .legend(|(x, y)| Cross::new((x + 5, y), 4, ERROR.stroke_width(2)));
+    latency
+        .configure_series_labels()
+        .label_font((FONT, 14))
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.85))
+        .draw()
+        .map_err(text)?;
+    Ok(())
+}
+
+/// The lane colours in a row across the top, so the picture explains itself without the page.
+fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>) -> Result<(), String> {
+    let font = (FONT, 13)
+        .into_font()
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Left, VPos::Center));
+    let mut x = 80;
+    let y = (LEGEND_HEIGHT / 2) as i32;
+    let entries = LEGEND
+        .iter()
+        .map(|&(name, (r, g, b))| (name, RGBColor(r, g, b).mix(1.0)))
+        .chain([("fault window", BLACK.mix(0.12)), ("fault", FAULT_LINE)]);
+    for (name, colour) in entries {
+        area.draw(&Rectangle::new(
+            [(x, y - 7), (x + 14, y + 7)],
+            colour.filled(),
+        ))
+        .map_err(text)?;
+        area.draw(&Text::new(name, (x + 20, y), font.clone()))
+            .map_err(text)?;
+        let (width, _) = area.estimate_text_size(name, &font).map_err(text)?;
+        x += 20 + width as i32 + 24;
+    }
+    Ok(())
 }
 
 fn text(error: impl std::fmt::Display) -> String {

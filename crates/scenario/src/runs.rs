@@ -1,13 +1,14 @@
 //! Run folders: `.cluster/runs/<name>-<time>/` holds what one run of a scenario left behind —
 //! a copy of the scenario file (`scenario.toml`), the history (`history.jsonl`) and, once
-//! checked, the verdict (`verdict.json`) — so `scenario check RUN_DIR` needs nothing else.
+//! checked, the verdict (`verdict.json`) and the report (`report.html`, `timeline.png`,
+//! `timeline.svg`) — so `scenario check RUN_DIR` needs nothing else.
 
 use std::path::{Path, PathBuf};
 
 use crate::check::Verdict;
 use crate::file::{self, FileError, Scenario};
 use crate::history::{History, HistoryError, HISTORY_FILE};
-use crate::report::{self, SimSide, REPORT_FILE, TIMELINE_FILE};
+use crate::report::{self, SimSide, REPORT_FILE, TIMELINE_FILE, TIMELINE_PNG_FILE};
 
 /// The scenario file as it was when the run started.
 pub const SCENARIO_FILE: &str = "scenario.toml";
@@ -84,7 +85,7 @@ pub fn write_verdict(dir: &Path, verdict: &Verdict) -> std::io::Result<()> {
     std::fs::write(dir.join(VERDICT_FILE), json + "\n")
 }
 
-/// Draws `timeline.svg` and writes `report.html` into `dir`; for a run on a cluster, the
+/// Draws `timeline.png` and `timeline.svg` and writes `report.html` into `dir`; for a run on a cluster, the
 /// simulation of the same scenario and seed goes beside it. Returns the page's path.
 pub fn write_report(
     dir: &Path,
@@ -94,6 +95,8 @@ pub fn write_report(
 ) -> std::io::Result<PathBuf> {
     let svg = report::timeline_svg(history, verdict).map_err(std::io::Error::other)?;
     std::fs::write(dir.join(TIMELINE_FILE), &svg)?;
+    let png = report::timeline_png(history, verdict).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join(TIMELINE_PNG_FILE), png)?;
     let simulated = (history.header.source != "sim").then(|| {
         let seed = history.header.seed;
         let simulated = crate::sim::run(scenario, seed);

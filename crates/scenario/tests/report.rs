@@ -29,6 +29,24 @@ fn the_timeline_has_a_lane_per_node_with_terms_and_the_page_needs_nothing_else()
         "the first leader's term is written on its lane"
     );
 
+    // The same drawing as a PNG: a real image of the SVG's size, with text in it (the font is
+    // compiled in; a missing font is an error, not a picture without labels).
+    let png = report::timeline_png(&history, &verdict).unwrap();
+    let decoder = png::Decoder::new(std::io::Cursor::new(&png));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let frame = reader.next_frame(&mut pixels).unwrap();
+    assert_eq!(frame.color_type, png::ColorType::Rgb);
+    assert!(
+        svg.contains(&format!("height=\"{}\"", frame.height)),
+        "the PNG has the SVG's size"
+    );
+    assert_eq!(
+        lane_bands(&pixels[..frame.buffer_size()], frame.width as usize),
+        usize::from(scenario.nodes),
+        "one band of lane colours per node"
+    );
+
     let page = report::html(&scenario, &history, &verdict, &svg, None);
     assert!(page.contains("Checker: passed."));
     assert!(page.contains(&svg));
@@ -39,6 +57,23 @@ fn the_timeline_has_a_lane_per_node_with_terms_and_the_page_needs_nothing_else()
             "the page loads something: {external}"
         );
     }
+}
+
+/// Bands of consecutive pixel rows in which at least 100 pixels have a lane's colour.
+fn lane_bands(rgb: &[u8], width: usize) -> usize {
+    let colours: Vec<(u8, u8, u8)> = report::lane_colours().collect();
+    let mut bands = 0;
+    let mut inside = false;
+    for row in rgb.chunks(width * 3) {
+        let coloured = row
+            .chunks(3)
+            .filter(|p| colours.contains(&(p[0], p[1], p[2])))
+            .count();
+        let lane = coloured >= 100;
+        bands += usize::from(lane && !inside);
+        inside = lane;
+    }
+    bands
 }
 
 #[test]
