@@ -23,7 +23,7 @@ use net::pool::Pool;
 use net::tls::Credentials;
 use net::Listen;
 use tokio_util::sync::CancellationToken;
-use wire::{ElectionRole, NodeIndex, NodeStatus};
+use wire::{NodeIndex, NodeStatus};
 
 use crate::cache::ImageCache;
 use crate::elector::{Elector, QuicTransport};
@@ -221,7 +221,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     Ok(())
 }
 
-/// Mirrors every published election view into the metrics (term, leader, is-leader).
+/// Mirrors every published election view into the metrics (term, leader, role).
 async fn publish_election_metrics(
     mut views: tokio::sync::watch::Receiver<Leadership>,
     metrics: Arc<NodeMetrics>,
@@ -229,7 +229,7 @@ async fn publish_election_metrics(
 ) {
     loop {
         let view = *views.borrow_and_update();
-        metrics.set_election(view.term.0, view.leader, view.role == ElectionRole::Leader);
+        metrics.set_election(view.term.0, view.leader, view.role);
         tokio::select! {
             () = shutdown.cancelled() => return,
             changed = views.changed() => if changed.is_err() { return },

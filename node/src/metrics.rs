@@ -3,7 +3,7 @@
 
 use metrics::{Counter, Gauge};
 use net::metrics::Registry;
-use wire::NodeIndex;
+use wire::{ElectionRole, NodeIndex};
 
 /// Every metric an edge exports.
 pub struct NodeMetrics {
@@ -21,6 +21,7 @@ pub struct NodeMetrics {
     pub term: Gauge,
     pub leader_index: Gauge,
     pub is_leader: Gauge,
+    pub is_candidate: Gauge,
 }
 
 impl NodeMetrics {
@@ -78,6 +79,11 @@ impl NodeMetrics {
                 &[],
             ),
             is_leader: registry.gauge("flotilla_is_leader", "1 while this node leads", &[]),
+            is_candidate: registry.gauge(
+                "flotilla_is_candidate",
+                "1 while this node is electing (probing higher nodes or collecting votes)",
+                &[],
+            ),
             registry,
         }
     }
@@ -128,10 +134,49 @@ impl NodeMetrics {
     }
 
     /// Publishes the election view.
-    pub fn set_election(&self, term: u64, leader: Option<NodeIndex>, is_leader: bool) {
+    ///
+    /// The role is published as two gauges, so a scraper tells a candidate from a follower
+    /// that knows no leader (both have leader index 0).
+    pub fn set_election(&self, term: u64, leader: Option<NodeIndex>, role: ElectionRole) {
+        let flag = |on: bool| if on { 1.0 } else { 0.0 };
         self.term.set(term as f64);
         self.leader_index
             .set(leader.map_or(0.0, |l| f64::from(l.0)));
-        self.is_leader.set(if is_leader { 1.0 } else { 0.0 });
+        self.is_leader.set(flag(role == ElectionRole::Leader));
+        self.is_candidate.set(flag(role == ElectionRole::Candidate));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of an unlabelled gauge in rendered metrics text.
+    fn gauge(text: &str, name: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn a_candidate_is_told_from_a_follower_that_knows_no_leader() {
+        let metrics = NodeMetrics::new(Registry::new());
+        let cases = [
+            (ElectionRole::Candidate, None, (0.0, 1.0, 0.0)),
+            (ElectionRole::Follower, None, (0.0, 0.0, 0.0)),
+            (ElectionRole::Follower, Some(NodeIndex(3)), (0.0, 0.0, 3.0)),
+            (ElectionRole::Leader, Some(NodeIndex(2)), (1.0, 0.0, 2.0)),
+        ];
+        for (role, leader, (leads, electing, leader_index)) in cases {
+            metrics.set_election(7, leader, role);
+            let text = metrics.registry.render();
+            assert_eq!(gauge(&text, "flotilla_is_leader"), Some(leads), "{role:?}");
+            assert_eq!(
+                gauge(&text, "flotilla_is_candidate"),
+                Some(electing),
+                "{role:?}"
+            );
+            assert_eq!(gauge(&text, "flotilla_leader_index"), Some(leader_index));
+            assert_eq!(gauge(&text, "flotilla_term"), Some(7.0));
+        }
     }
 }

@@ -446,12 +446,14 @@ fn scrape_state(url: &str) -> Option<NodeState> {
     let term = metrics.value("flotilla_term", &[])? as u64;
     let leader = metrics.value("flotilla_leader_index", &[])? as u16;
     let leads = metrics.value("flotilla_is_leader", &[])? > 0.0;
-    // The metrics say who leads, not whether a follower is campaigning: a node that knows
-    // no leader is counted as a candidate.
-    let role = match (leads, leader) {
+    // A node electing (probing the higher nodes or collecting votes) says so; a follower may
+    // know no leader and still not be electing. Candidacies shorter than a sample interval
+    // can fall between two samples.
+    let electing = metrics.value("flotilla_is_candidate", &[])? > 0.0;
+    let role = match (leads, electing) {
         (true, _) => ElectionRole::Leader,
-        (false, 0) => ElectionRole::Candidate,
-        (false, _) => ElectionRole::Follower,
+        (false, true) => ElectionRole::Candidate,
+        (false, false) => ElectionRole::Follower,
     };
     Some(NodeState::Up {
         role,

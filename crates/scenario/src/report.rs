@@ -83,7 +83,7 @@ impl Look {
 const LEGEND: [(&str, (u8, u8, u8)); 6] = [
     ("leader", (230, 126, 34)),
     ("follower", (93, 173, 226)),
-    ("candidate (knows no leader)", (244, 208, 63)),
+    ("candidate (electing)", (244, 208, 63)),
     ("down", (70, 70, 70)),
     ("paused", (155, 89, 182)),
     ("unreachable", (200, 200, 200)),
