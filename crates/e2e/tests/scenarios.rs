@@ -2,7 +2,8 @@
 //! must pass its checker, leave a history, a verdict and a report, and leave the cluster
 //! whole. A short subset of `scenarios/` (leader-kill-loop: kills and restarts;
 //! majorities-ring: a non-transitive partition); every shipped scenario runs in the
-//! simulation in `cargo test -p flotilla-scenario`. Runs only when `FLOTILLA_E2E=1` is set.
+//! simulation in `cargo test -p flotilla-scenario`. Each report is opened in headless
+//! chromium (`tests/report.rs` says how). Runs only when `FLOTILLA_E2E=1` is set.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -54,6 +55,26 @@ fn shipped_scenarios_pass_their_checker_on_containers() -> anyhow::Result<()> {
                 folder.display()
             );
         }
+        // The page of this run in a real browser: no console message, a lane per node.
+        let browser = tempfile::tempdir()?;
+        let loaded =
+            lab::browser::load(cluster.shell(), &folder.join("report.html"), browser.path())?;
+        anyhow::ensure!(
+            loaded.console.is_empty(),
+            "{name}: the report wrote to the console: {:?}",
+            loaded.console
+        );
+        let colours: Vec<(u8, u8, u8)> = scenario::report::lane_colours().collect();
+        let lanes = loaded
+            .screenshot
+            .bands(&colours, 300)
+            .into_iter()
+            .filter(|&(_, rows)| rows >= 20)
+            .count();
+        anyhow::ensure!(
+            lanes == usize::from(NODES),
+            "{name}: the report's screenshot shows {lanes} lanes"
+        );
         // Every fault repaired: all members run, no partition table is left.
         anyhow::ensure!(cluster.running_count()? == usize::from(NODES) + 1);
         for index in 1..=NODES {

@@ -1,12 +1,13 @@
 //! Flotilla's clusters: where members run (the [`runtime::Runtime`] trait, with Docker and
 //! local processes behind it), what xtask remembers of a cluster (`.cluster/state.json`),
 //! certificates, fixed host ports, each member's command line, static release builds and
-//! scratch images, faults through the runtime, the failover benchmark, the soak, and scenario
-//! runs on a cluster.
+//! scratch images, faults through the runtime, the failover benchmark, the soak, scenario
+//! runs on a cluster, and a headless browser for their reports.
 //!
 //! This crate drives the programs; it never links them: it depends on `wire` for the
 //! vocabulary and on `chaos` for faults, never on the network stack.
 
+pub mod browser;
 pub mod cachebench;
 pub mod certs;
 pub mod client;

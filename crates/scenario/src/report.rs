@@ -37,6 +37,8 @@ const HIT: RGBColor = RGBColor(39, 174, 96);
 const MISS: RGBColor = RGBColor(41, 128, 185);
 const ERROR: RGBColor = RGBColor(192, 57, 43);
 const FAULT_LINE: RGBAColor = RGBAColor(231, 76, 60, 0.8);
+/// Opacity of the black that shades fault windows across the lanes.
+const FAULT_SHADE: f64 = 0.12;
 /// Most reads drawn as points; more are thinned evenly (every n-th), errors always kept.
 const MAX_POINTS: usize = 6000;
 /// A lane segment at least this long (seconds) gets its term written on it.
@@ -89,10 +91,15 @@ const LEGEND: [(&str, (u8, u8, u8)); 6] = [
     ("unreachable", (200, 200, 200)),
 ];
 
-/// The colours a lane can have (leader, follower, candidate, down, paused, unreachable), for
-/// tests that look for the lanes in a picture.
+/// The colours a lane can have (leader, follower, candidate, down, paused, unreachable), and
+/// the same under a fault window's shade (to within a unit of rounding), for tests that look
+/// for the lanes in a picture.
 pub fn lane_colours() -> impl Iterator<Item = (u8, u8, u8)> {
-    LEGEND.iter().map(|&(_, colour)| colour)
+    let shade = |c: u8| (f64::from(c) * (1.0 - FAULT_SHADE)).round() as u8;
+    let plain = LEGEND.iter().map(|&(_, colour)| colour);
+    plain
+        .clone()
+        .chain(plain.map(move |(r, g, b)| (shade(r), shade(g), shade(b))))
 }
 
 /// The timeline picture as SVG text.
@@ -225,7 +232,7 @@ fn draw<DB: DrawingBackend>(
         lanes
             .draw_series(std::iter::once(Rectangle::new(
                 [(start / 1000.0, 0.0), (end / 1000.0, f64::from(nodes))],
-                BLACK.mix(0.12).filled(),
+                BLACK.mix(FAULT_SHADE).filled(),
             )))
             .map_err(text)?;
     }
@@ -324,7 +331,10 @@ fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>) -> Result<(), 
     let entries = LEGEND
         .iter()
         .map(|&(name, (r, g, b))| (name, RGBColor(r, g, b).mix(1.0)))
-        .chain([("fault window", BLACK.mix(0.12)), ("fault", FAULT_LINE)]);
+        .chain([
+            ("fault window", BLACK.mix(FAULT_SHADE)),
+            ("fault", FAULT_LINE),
+        ]);
     for (name, colour) in entries {
         area.draw(&Rectangle::new(
             [(x, y - 7), (x + 14, y + 7)],
