@@ -18,6 +18,7 @@ use wire::ElectionRole;
 use crate::check::{Summary, Verdict};
 use crate::file::Scenario;
 use crate::history::History;
+use crate::sweep::{Sweep, TOLERANCE_MS};
 
 /// File names inside a run folder.
 pub const TIMELINE_FILE: &str = "timeline.svg";
@@ -43,12 +44,6 @@ const FAULT_SHADE: f64 = 0.12;
 const MAX_POINTS: usize = 6000;
 /// A lane segment at least this long (seconds) gets its term written on it.
 const TERM_LABEL_MIN_SECONDS: f64 = 0.6;
-
-/// The simulation's figures beside the run's.
-pub struct SimSide<'a> {
-    pub seed: u64,
-    pub verdict: &'a Verdict,
-}
 
 /// How a node looked in one lane segment.
 #[derive(Clone, Copy, PartialEq)]
@@ -428,7 +423,7 @@ pub fn html(
     history: &History,
     verdict: &Verdict,
     timeline_svg: &str,
-    sim: Option<SimSide>,
+    sim: Option<&Sweep>,
 ) -> String {
     let mut page = String::new();
     let title = escape(&format!("{} — Flotilla scenario run", scenario.name));
@@ -439,7 +434,6 @@ pub fn html(
 body{{font-family:sans-serif;margin:2em;max-width:1240px;color:#222}}\
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 10px;text-align:left}}\
 .passed{{color:#1e8449;font-weight:bold}}.failed{{color:#c0392b;font-weight:bold}}\
-.swatch{{display:inline-block;width:1em;height:1em;margin:0 4px 0 12px;vertical-align:middle}}\
 </style></head><body>\n<h1>{}</h1>\n<p>{}</p>\n",
         escape(&scenario.name),
         escape(&scenario.description)
@@ -465,17 +459,11 @@ table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;paddi
     }
     page.push_str("<div id=\"timeline\">\n");
     page.push_str(timeline_svg);
-    page.push_str("\n</div>\n<p>");
-    for (name, (r, g, b)) in LEGEND {
-        let _ = write!(
-            page,
-            "<span class=\"swatch\" style=\"background:rgb({r},{g},{b})\"></span>{name}"
-        );
-    }
+    // The colours are explained in the picture itself (its top row).
     page.push_str(
-        "<span class=\"swatch\" style=\"background:rgba(0,0,0,0.12)\"></span>fault window \
-         <span class=\"swatch\" style=\"background:rgb(231,76,60)\"></span>fault. \
-         Lanes say the term (t5) a node was in; under them each read at its start time.</p>\n",
+        "\n</div>\n<p>Each lane says the term (t5) its node was in; a red line is a fault, the \
+         grey its window (until the cluster has been whole again for a while); under the lanes \
+         each read at its start time (timeline.png beside this page is the same picture).</p>\n",
     );
 
     page.push_str("<h2>Summary</h2>\n<table>\n");
@@ -485,7 +473,7 @@ table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;paddi
     page.push_str("</table>\n");
 
     if let Some(sim) = sim {
-        side_by_side(&mut page, history, verdict, &sim);
+        side_by_side(&mut page, history, verdict, sim);
     }
 
     page.push_str(
@@ -557,35 +545,71 @@ fn summary_rows(summary: &Summary) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// The simulation vs this run, and in plain words where they disagree.
-fn side_by_side(page: &mut String, history: &History, run: &Verdict, sim: &SimSide) {
+/// The simulation over many seeds vs this run, and in plain words where they disagree.
+fn side_by_side(page: &mut String, history: &History, run: &Verdict, sim: &Sweep) {
+    let source = escape(&history.header.source);
     let (run_p50, run_max) = failover_text(&run.summary);
-    let (sim_p50, sim_max) = failover_text(&sim.verdict.summary);
+    let (sim_p50, sim_max) = match sim.failover_p50_max() {
+        Some((p50, max)) => (format!("{p50:.0} ms"), format!("{max:.0} ms")),
+        None => ("-".to_string(), "-".to_string()),
+    };
+    let range = |(min, max): (usize, usize)| match min == max {
+        true => format!("{min} in every seed"),
+        false => format!("{min} to {max}"),
+    };
+    let (least, mean, most) = sim.leaderless_ms;
     let rows = [
         (
+            "verdict",
+            format!("{} of {} seeds passed", sim.passed(), sim.seeds),
+            match run.passed() {
+                true => "passed".to_string(),
+                false => "FAILED".to_string(),
+            },
+        ),
+        (
             "elections",
-            sim.verdict.summary.elections.to_string(),
+            range(sim.elections),
             run.summary.elections.to_string(),
+        ),
+        (
+            "failovers",
+            range(sim.failover_counts),
+            run.summary.failovers_ms.len().to_string(),
         ),
         ("failover p50", sim_p50, run_p50),
         ("failover max", sim_max, run_max),
         (
             "leaderless time",
-            format!("{:.1} s", sim.verdict.summary.leaderless_ms / 1000.0),
+            format!(
+                "{:.1} to {:.1} s (mean {:.1} s)",
+                least / 1000.0,
+                most / 1000.0,
+                mean / 1000.0
+            ),
             format!("{:.1} s", run.summary.leaderless_ms / 1000.0),
         ),
         (
             "violations",
-            sim.verdict.violations.len().to_string(),
-            run.violations.len().to_string(),
+            match sim.failing.first() {
+                None => "none".to_string(),
+                Some((seed, first)) => {
+                    format!("in {} seeds; seed {seed}: {first}", sim.failing.len())
+                }
+            },
+            match run.first() {
+                None => "none".to_string(),
+                Some(first) => format!("{}; first {first}", run.violations.len()),
+            },
         ),
     ];
+    let last_seed = sim.first_seed + sim.seeds.saturating_sub(1);
     let _ = writeln!(
         page,
-        "<h2>Simulation vs {}</h2>\n<table><tr><th></th><th>simulation (seed {})</th><th>{}</th></tr>",
-        escape(&history.header.source),
-        sim.seed,
-        escape(&history.header.source)
+        "<h2>Simulation vs {source}</h2>\n<p>The same steps in the election simulation, seeds {}..={last_seed} \
+         (<code>cargo xtask scenario sim FILE --first-seed {} --seeds {}</code>), checked by the same checker.</p>\n\
+         <table><tr><th></th><th>simulation, {} seeds</th><th>{source}</th></tr>",
+        sim.first_seed, sim.first_seed, sim.seeds, sim.seeds
     );
     for (name, sim_value, run_value) in &rows {
         let _ = writeln!(
@@ -596,9 +620,14 @@ fn side_by_side(page: &mut String, history: &History, run: &Verdict, sim: &SimSi
         );
     }
     page.push_str("</table>\n");
-    let disagreements = disagreements(&sim.verdict.summary, sim.verdict, run);
+    let disagreements = sim.disagreements(run);
     if disagreements.is_empty() {
-        page.push_str("<p>The simulation and the run agree: the same verdict, the same number of elections and failovers within a second of each other.</p>\n");
+        let _ = writeln!(
+            page,
+            "<p>The simulation and the run agree: the same verdict, elections and failovers \
+             within the simulation's range, failover times and leaderless time within {:.0} s of it.</p>",
+            TOLERANCE_MS / 1000.0
+        );
     } else {
         page.push_str("<p><b>They disagree:</b></p>\n<ul>\n");
         for line in disagreements {
@@ -606,39 +635,4 @@ fn side_by_side(page: &mut String, history: &History, run: &Verdict, sim: &SimSi
         }
         page.push_str("</ul>\n");
     }
-}
-
-/// Where the simulation and the run differ enough to say so.
-pub fn disagreements(sim_summary: &Summary, sim: &Verdict, run: &Verdict) -> Vec<String> {
-    let mut lines = Vec::new();
-    if sim.passed() != run.passed() {
-        lines.push(match run.passed() {
-            true => "the simulation broke an invariant that the run kept".to_string(),
-            false => "the run broke an invariant that the simulation kept".to_string(),
-        });
-    }
-    if sim_summary.elections != run.summary.elections {
-        lines.push(format!(
-            "the simulation saw {} elections and the run {}",
-            sim_summary.elections, run.summary.elections
-        ));
-    }
-    if sim_summary.failovers_ms.len() != run.summary.failovers_ms.len() {
-        lines.push(format!(
-            "the simulation measured {} failovers and the run {}",
-            sim_summary.failovers_ms.len(),
-            run.summary.failovers_ms.len()
-        ));
-    }
-    if let (Some((_, sim_max)), Some((_, run_max))) = (
-        sim_summary.failover_p50_max(),
-        run.summary.failover_p50_max(),
-    ) {
-        if (sim_max - run_max).abs() > 1000.0 {
-            lines.push(format!(
-                "the longest failover took {sim_max:.0} ms in the simulation and {run_max:.0} ms in the run"
-            ));
-        }
-    }
-    lines
 }

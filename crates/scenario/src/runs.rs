@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use crate::check::Verdict;
 use crate::file::{self, FileError, Scenario};
 use crate::history::{History, HistoryError, HISTORY_FILE};
-use crate::report::{self, SimSide, REPORT_FILE, TIMELINE_FILE, TIMELINE_PNG_FILE};
+use crate::report::{self, REPORT_FILE, TIMELINE_FILE, TIMELINE_PNG_FILE};
+use crate::sweep::{Sweep, REPORT_SEEDS};
 
 /// The scenario file as it was when the run started.
 pub const SCENARIO_FILE: &str = "scenario.toml";
@@ -85,8 +86,9 @@ pub fn write_verdict(dir: &Path, verdict: &Verdict) -> std::io::Result<()> {
     std::fs::write(dir.join(VERDICT_FILE), json + "\n")
 }
 
-/// Draws `timeline.png` and `timeline.svg` and writes `report.html` into `dir`; for a run on a cluster, the
-/// simulation of the same scenario and seed goes beside it. Returns the page's path.
+/// Draws `timeline.png` and `timeline.svg` and writes `report.html` into `dir`; for a run on
+/// a cluster, the simulation of the same scenario over [`REPORT_SEEDS`] seeds goes beside it.
+/// Returns the page's path.
 pub fn write_report(
     dir: &Path,
     scenario: &Scenario,
@@ -97,16 +99,10 @@ pub fn write_report(
     std::fs::write(dir.join(TIMELINE_FILE), &svg)?;
     let png = report::timeline_png(history, verdict).map_err(std::io::Error::other)?;
     std::fs::write(dir.join(TIMELINE_PNG_FILE), png)?;
-    let simulated = (history.header.source != "sim").then(|| {
-        let seed = history.header.seed;
-        let simulated = crate::sim::run(scenario, seed);
-        (seed, crate::check::check(scenario, &simulated))
-    });
-    let side = simulated.as_ref().map(|(seed, verdict)| SimSide {
-        seed: *seed,
-        verdict,
-    });
-    let page = report::html(scenario, history, verdict, &svg, side);
+    // A run on a cluster gets the simulation of many seeds beside it, from its own seed on.
+    let simulated = (history.header.source != "sim")
+        .then(|| Sweep::run(scenario, history.header.seed, REPORT_SEEDS, |_, _, _| {}));
+    let page = report::html(scenario, history, verdict, &svg, simulated.as_ref());
     let path = dir.join(REPORT_FILE);
     std::fs::write(&path, page)?;
     Ok(path)

@@ -77,37 +77,55 @@ fn lane_bands(rgb: &[u8], width: usize) -> usize {
 }
 
 #[test]
-fn a_container_run_is_compared_with_the_simulation_and_disagreement_is_said() {
+fn a_container_run_is_compared_with_many_seeds_and_disagreement_is_said() {
     let scenario = leader_kill_loop();
+    let sweep = scenario::Sweep::run(&scenario, 1, 20, |_, _, _| {});
+    assert_eq!(
+        (sweep.seeds, sweep.passed()),
+        (20, 20),
+        "{:?}",
+        sweep.failing
+    );
+    // Three kills of the leader: three failovers in every seed.
+    assert_eq!(sweep.failover_counts, (3, 3));
+
+    // A seed's own history, taken for a container run, agrees with the sweep it is part of.
     let simulated = sim::run(&scenario, 1);
-    let sim_verdict = check(&scenario, &simulated);
-    // A "container" run that lost its second failover: one election fewer, and a violation.
-    let mut run_verdict = sim_verdict.clone();
-    run_verdict.summary.elections -= 1;
+    let agreeing = check(&scenario, &simulated);
+    assert!(
+        sweep.disagreements(&agreeing).is_empty(),
+        "{:?}",
+        sweep.disagreements(&agreeing)
+    );
+
+    // A "container" run that lost its second failover: one election and failover fewer, a
+    // violation, and a leaderless stretch far longer than any seed's.
+    let mut run_verdict = agreeing.clone();
+    run_verdict.summary.elections = sweep.elections.0 - 1;
     run_verdict.summary.failovers_ms.pop();
+    run_verdict.summary.leaderless_ms = sweep.leaderless_ms.2 + 5000.0;
     run_verdict.violations.push(scenario::Violation {
         at_ms: 19_000.0,
         message: "no new leader".into(),
     });
-    let lines = report::disagreements(&sim_verdict.summary, &sim_verdict, &run_verdict);
-    assert_eq!(lines.len(), 3, "{lines:?}");
-    assert!(lines[0].contains("the run broke an invariant that the simulation kept"));
-    assert!(report::disagreements(&sim_verdict.summary, &sim_verdict, &sim_verdict).is_empty());
+    let lines = sweep.disagreements(&run_verdict);
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert_eq!(
+        lines[0],
+        "the run broke an invariant that all 20 simulated seeds kept"
+    );
+    assert!(
+        lines[3].starts_with("the run was without a leader for"),
+        "{lines:?}"
+    );
 
     let mut history = simulated.clone();
     history.header.source = "docker".into();
     let svg = report::timeline_svg(&history, &run_verdict).unwrap();
-    let page = report::html(
-        &scenario,
-        &history,
-        &run_verdict,
-        &svg,
-        Some(report::SimSide {
-            seed: 1,
-            verdict: &sim_verdict,
-        }),
-    );
+    let page = report::html(&scenario, &history, &run_verdict, &svg, Some(&sweep));
     assert!(page.contains("<h2>Simulation vs docker</h2>"));
+    assert!(page.contains("20 of 20 seeds passed"));
     assert!(page.contains("They disagree:"));
+    assert!(page.contains("all 20 simulated seeds kept"));
     assert!(page.contains("Checker: FAILED"));
 }

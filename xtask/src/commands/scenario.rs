@@ -10,7 +10,7 @@ use lab::project::Project;
 use lab::runtime;
 use lab::state::{RuntimeKind, State};
 use lab::UsageError;
-use scenario::{runs, sim, Scenario, Verdict};
+use scenario::{runs, Scenario, Sweep, Verdict};
 use xshell::Shell;
 
 use crate::cluster::Cluster;
@@ -214,27 +214,25 @@ impl Sim {
             scenario.steps.len(),
             self.first_seed
         );
-        let mut failures: Vec<(u64, Verdict)> = Vec::new();
-        let mut passed: Vec<Verdict> = Vec::new();
         let mut kept = None;
-        for seed in self.first_seed..=last_seed {
-            let history = sim::run(&scenario, seed);
-            let verdict = scenario::check(&scenario, &history);
-            if kept.is_none() && (!verdict.passed() || seed == last_seed) {
-                kept = Some((seed, history.clone(), verdict.clone()));
-            }
-            if verdict.passed() {
-                passed.push(verdict);
-            } else {
-                if failures.len() < FAILURES_LISTED {
-                    // Verdicts name their first violation; only failing verdicts have one.
-                    let first = verdict.first().map(ToString::to_string).unwrap_or_default();
-                    println!("seed {seed}: FAILED {first}");
+        let mut listed = 0;
+        let sweep = Sweep::run(
+            &scenario,
+            self.first_seed,
+            self.seeds,
+            |seed, history, verdict| {
+                if kept.is_none() && (!verdict.passed() || seed == last_seed) {
+                    kept = Some((seed, history.clone(), verdict.clone()));
                 }
-                failures.push((seed, verdict));
-            }
-        }
-        print_sim_summary(&passed, &failures, self.seeds);
+                if let Some(first) = verdict.first() {
+                    if listed < FAILURES_LISTED {
+                        listed += 1;
+                        println!("seed {seed}: FAILED {first}");
+                    }
+                }
+            },
+        );
+        print_sim_summary(&sweep);
         if let Some((seed, history, verdict)) = kept {
             let project = Project::locate()?;
             let folder =
@@ -249,36 +247,31 @@ impl Sim {
                 dir.display()
             );
         }
-        match failures.is_empty() {
+        match sweep.failing.is_empty() {
             true => Ok(()),
             false => Err(Exit(1).into()),
         }
     }
 }
 
-fn print_sim_summary(passed: &[Verdict], failures: &[(u64, Verdict)], seeds: u64) {
-    let all: Vec<&Verdict> = passed
-        .iter()
-        .chain(failures.iter().map(|(_, verdict)| verdict))
-        .collect();
-    let mut failovers: Vec<f64> = all
-        .iter()
-        .flat_map(|v| v.summary.failovers_ms.iter().copied())
-        .collect();
-    failovers.sort_by(f64::total_cmp);
-    let elections: Vec<usize> = all.iter().map(|v| v.summary.elections).collect();
-    let leaderless: f64 = all.iter().map(|v| v.summary.leaderless_ms).sum::<f64>() / seeds as f64;
+fn print_sim_summary(sweep: &Sweep) {
+    let (least, mean, most) = sweep.leaderless_ms;
     println!(
-        "{} of {seeds} seeds passed; elections per run {} to {}; {}; leaderless {:.1} s per run on average",
-        passed.len(),
-        elections.iter().min().copied().unwrap_or(0),
-        elections.iter().max().copied().unwrap_or(0),
-        match (failovers.get((failovers.len().max(1) - 1) / 2), failovers.last()) {
-            (Some(p50), Some(max)) =>
-                format!("failovers {} (p50 {p50:.0} ms, max {max:.0} ms)", failovers.len()),
-            _ => "no failovers".to_string(),
+        "{} of {} seeds passed; elections per run {} to {}; {}; leaderless {:.1} s per run on average ({:.1} to {:.1} s)",
+        sweep.passed(),
+        sweep.seeds,
+        sweep.elections.0,
+        sweep.elections.1,
+        match sweep.failover_p50_max() {
+            Some((p50, max)) => format!(
+                "failovers {} (p50 {p50:.0} ms, max {max:.0} ms)",
+                sweep.failovers_ms.len()
+            ),
+            None => "no failovers".to_string(),
         },
-        leaderless / 1000.0
+        mean / 1000.0,
+        least / 1000.0,
+        most / 1000.0
     );
 }
 
@@ -359,7 +352,7 @@ mod tests {
         let (scenario, text) = load(&file).unwrap();
         let runs_dir = std::env::temp_dir().join(format!("flotilla-xtask-{}", std::process::id()));
         let dir = runs::create(&runs_dir, tag, &text).unwrap();
-        let history = sim::run(&scenario, 1);
+        let history = scenario::sim::run(&scenario, 1);
         std::fs::write(dir.join(HISTORY_FILE), history.to_jsonl() + extra).unwrap();
         dir
     }
