@@ -1,6 +1,6 @@
 //! The scenario report in a real browser (Debian's chromium, installed when missing): the page
 //! of a recorded run loads with no console message and its screenshot shows a lane for every
-//! node. The run is `tests/fixtures/browser-fixture/`, a history that `cargo xtask scenario
+//! node. The run is `crates/scenario/tests/fixtures/browser-fixture/`, a history that `cargo xtask scenario
 //! run` recorded on the process runtime (3 nodes: the leader killed and restarted, a node
 //! paused); the report is drawn from it here, as `scenario check` draws it. Needs no Docker
 //! engine, but installs a browser, so it runs with the end-to-end suite (`FLOTILLA_E2E=1`).
@@ -24,7 +24,8 @@ fn a_recorded_run_s_report_loads_without_console_errors_and_shows_every_lane() -
     let work = tempfile::tempdir()?;
     let run = work.path().join("run");
     std::fs::create_dir(&run)?;
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/browser-fixture");
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenario/tests/fixtures/browser-fixture");
     for file in [runs::SCENARIO_FILE, scenario::history::HISTORY_FILE] {
         std::fs::copy(fixture.join(file), run.join(file))?;
     }
