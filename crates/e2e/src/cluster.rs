@@ -203,6 +203,11 @@ impl Cluster {
         command
     }
 
+    /// The xtask binary the test runs (built once per suite).
+    pub fn xtask_path(&self) -> PathBuf {
+        self.xtask.clone()
+    }
+
     /// Runs xtask with `args` and `stdin` (or none); returns what it did, success or not.
     pub fn xtask_with_input(
         &self,

@@ -87,3 +87,120 @@ fn shipped_scenarios_pass_their_checker_on_containers() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A scenario that pauses, kills and partitions, long enough to be interrupted in the middle.
+const INTERRUPTED_SCENARIO: &str = r#"description = "pause, kill and cut, then wait: interrupted with Ctrl-C"
+nodes = 5
+duration = "60s"
+
+[workload]
+concurrency = 2
+ids = "1..100"
+
+[[step]]
+at = "2s"
+pause = 1
+
+[[step]]
+at = "3s"
+kill = 2
+
+[[step]]
+at = "4s"
+partition = [[3], [4, 5]]
+"#;
+
+/// Longest wait for the run to reach its last fault, and to end after Ctrl-C.
+const INTERRUPT_WAIT: Duration = Duration::from_secs(90);
+
+#[test]
+fn ctrl_c_repairs_every_fault_and_keeps_the_history() -> anyhow::Result<()> {
+    if !e2e::enabled() {
+        return Ok(());
+    }
+    let cluster = Cluster::start("interrupt")?;
+    cluster.wait_highest_leads()?;
+    let file = cluster.work().join("interrupted.toml");
+    std::fs::write(&file, INTERRUPTED_SCENARIO)?;
+    let said = cluster.work().join("interrupted.out");
+    let mut command = cluster.command(&cluster.xtask_path());
+    command
+        .arg("scenario")
+        .arg("run")
+        .arg(&file)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&said)?)
+        .stderr(std::process::Stdio::inherit());
+    let mut run = command.spawn()?;
+    let read_said = || std::fs::read_to_string(&said).unwrap_or_default();
+    let started = std::time::Instant::now();
+    while !read_said().contains("partitioned") {
+        if started.elapsed() > INTERRUPT_WAIT || run.try_wait()?.is_some() {
+            let _ = run.kill();
+            let _ = run.wait();
+            anyhow::bail!("the run never partitioned: {}", read_said());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Ctrl-C, as a terminal sends it (xtask's client child is stopped by xtask itself).
+    let pid = run.id().to_string();
+    anyhow::ensure!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()?
+        .success());
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = run.try_wait()? {
+            break status;
+        }
+        if started.elapsed() > INTERRUPT_WAIT {
+            let _ = run.kill();
+            let _ = run.wait();
+            anyhow::bail!("the run did not end after Ctrl-C: {}", read_said());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = read_said();
+    eprint!("{stdout}");
+    anyhow::ensure!(
+        status.code() == Some(1),
+        "an interrupted run exits 1: {status}"
+    );
+    anyhow::ensure!(stdout.contains("interrupted: every fault is repaired"));
+    let folder: PathBuf = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("run folder: "))
+        .and_then(|rest| rest.split(" (").next())
+        .map(PathBuf::from)
+        .context("no run folder named")?;
+    let history = std::fs::read_to_string(folder.join("history.jsonl"))?;
+    for effect in ["\"pause\"", "\"kill\"", "\"partition\""] {
+        anyhow::ensure!(
+            history.contains(&format!("\"effect\":{effect}")),
+            "the history kept no {effect} fault"
+        );
+    }
+    anyhow::ensure!(
+        history.contains("\"kind\":\"op\""),
+        "the history kept the reads"
+    );
+    // The cluster as it was: every member runs (none paused or stopped), no cut is left.
+    let containers = cluster.containers()?;
+    anyhow::ensure!(
+        containers.iter().all(|c| c.status == "running")
+            && containers.len() == usize::from(NODES) + 1,
+        "not every member runs: {:?}",
+        containers
+            .iter()
+            .map(|c| (&c.name, &c.status))
+            .collect::<Vec<_>>()
+    );
+    for index in 1..=NODES {
+        anyhow::ensure!(
+            !cluster.has_partition_table(index)?,
+            "node {index} still has a partition table"
+        );
+    }
+    cluster.wait_highest_leads()?;
+    Ok(())
+}
