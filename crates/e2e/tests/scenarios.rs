@@ -3,7 +3,8 @@
 //! whole. A short subset of `scenarios/` (leader-kill-loop: kills and restarts;
 //! majorities-ring: a non-transitive partition); every shipped scenario runs in the
 //! simulation in `cargo test -p flotilla-scenario`. Each report is opened in headless
-//! chromium (`tests/report.rs` says how). Runs only when `FLOTILLA_E2E=1` is set.
+//! chromium (`tests/report.rs` says how). A run interrupted with Ctrl-C repairs its faults
+//! and keeps its history. Runs only when `FLOTILLA_E2E=1` is set.
 
 use std::path::PathBuf;
 use std::time::Duration;
