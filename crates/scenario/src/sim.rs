@@ -17,6 +17,9 @@ use wire::ElectionRole;
 use crate::file::{Action, PartitionSpec, Scenario, Target};
 use crate::history::History;
 
+/// How long the simulated cluster runs before the scenario starts (its first election takes
+/// about half a second).
+pub const WARM_UP: Duration = Duration::from_secs(3);
 /// How often every node is sampled: 10 Hz, as on containers.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
@@ -40,6 +43,10 @@ pub fn run(scenario: &Scenario, seed: u64) -> History {
         canonical_down: false,
         shaped: BTreeSet::new(),
     };
+    // A run on containers starts on a cluster that `up` brought up and that has elected, so
+    // the simulated cluster boots before the scenario's clock starts; otherwise its first
+    // election would count as leaderless time that no container run has.
+    driver.sim.run_for(WARM_UP);
     let mut events = Vec::new();
     let end = scenario.duration;
     let mut now = Duration::ZERO;
