@@ -547,6 +547,16 @@ fn inspect_containers(sh: &Shell, ids: &[String]) -> BTreeMap<String, Value> {
         .collect()
 }
 
+/// Removes the canonical's data volume on this machine, if there is one; says so.
+fn remove_volume(sh: &Shell, prefix: &str) -> anyhow::Result<Option<String>> {
+    let volume = docker::volume_name(prefix);
+    if docker::run(sh, &["volume".into(), "inspect".into(), volume.clone()]).is_err() {
+        return Ok(None);
+    }
+    docker::run(sh, &["volume".into(), "rm".into(), volume.clone()])?;
+    Ok(Some(format!("removed volume {volume}")))
+}
+
 /// Names of `kind` (`network`, `secret`, `config`) carrying `prefix`'s cluster label that
 /// `owned` accepts (given their cluster id and checkout labels).
 fn labelled(
@@ -756,14 +766,20 @@ impl Runtime for SwarmRuntime {
         recorded: Option<&State>,
         volumes: bool,
     ) -> anyhow::Result<Vec<String>> {
+        let ours_recorded = recorded.is_some_and(|s| s.runtime == RuntimeKind::Swarm);
         let manager = swarm::membership(sh).is_ok_and(|m| m.manager);
         if !manager {
-            if recorded.is_some_and(|s| s.runtime == RuntimeKind::Swarm) {
+            // The swarm is gone (its services with it); only the local volume may be left.
+            let mut removed = Vec::new();
+            if ours_recorded {
+                if volumes {
+                    removed.extend(remove_volume(sh, prefix)?);
+                }
                 eprintln!(
-                    "this engine is no longer a swarm manager: cluster `{prefix}`'s services cannot be removed from here"
+                    "this engine is not a swarm manager: no service of cluster `{prefix}` can be left here"
                 );
             }
-            return Ok(Vec::new());
+            return Ok(removed);
         }
         let here = &self.project.cluster_dir;
         let owned = |id: Option<&str>, checkout: Option<&str>| match recorded {
@@ -793,17 +809,19 @@ impl Runtime for SwarmRuntime {
             removed.push(format!("removed {} services", ours.len()));
             // Their containers go a moment later; the network and volume are in use until then.
             let deadline = Instant::now() + TEARDOWN_TIMEOUT;
-            let filters: Vec<String> = ids
-                .iter()
-                .map(|id| format!("--filter=label=com.docker.swarm.service.id={id}"))
-                .collect();
+            let format = "{{.Label \"com.docker.swarm.service.id\"}}";
             loop {
-                let filters = &filters;
-                let left = cmd!(sh, "docker ps --all --quiet {filters...}")
-                    .quiet()
-                    .read()
-                    .unwrap_or_default();
-                if left.trim().is_empty() || Instant::now() > deadline {
+                let left = cmd!(
+                    sh,
+                    "docker ps --all --filter label=com.docker.swarm.service.id --format {format}"
+                )
+                .quiet()
+                .read()
+                .unwrap_or_default();
+                let waiting = left
+                    .lines()
+                    .any(|id| ids.iter().any(|own| own == id.trim()));
+                if !waiting || Instant::now() > deadline {
                     break;
                 }
                 std::thread::sleep(POLL_INTERVAL);
@@ -825,17 +843,22 @@ impl Runtime for SwarmRuntime {
                     Err(error) => return Err(error),
                 }
             }
+            if kind == "network" {
+                // The engine removes a swarm network a moment after it says so.
+                let deadline = Instant::now() + TEARDOWN_TIMEOUT;
+                while names.iter().any(|name| swarm::network_exists(sh, name))
+                    && Instant::now() < deadline
+                {
+                    std::thread::sleep(POLL_INTERVAL);
+                }
+            }
             removed.push(match kind {
                 "network" => format!("removed network {}", names.join(", ")),
                 kind => format!("removed {} {kind}s", names.len()),
             });
         }
-        if volumes {
-            let volume = docker::volume_name(prefix);
-            if docker::run(sh, &["volume".into(), "inspect".into(), volume.clone()]).is_ok() {
-                docker::run(sh, &["volume".into(), "rm".into(), volume.clone()])?;
-                removed.push(format!("removed volume {volume}"));
-            }
+        if volumes && ours_recorded {
+            removed.extend(remove_volume(sh, prefix)?);
         }
         let made = recorded
             .filter(|s| s.runtime == RuntimeKind::Swarm)
