@@ -106,6 +106,8 @@ pub fn push_images(sh: &Shell, registry: &str) -> anyhow::Result<()> {
         let remote = format!("{registry}/{image}");
         docker::run(sh, &["tag".into(), image.into(), remote.clone()])?;
         docker::run(sh, &["push".into(), remote.clone()]).map_err(|error| {
+            // The tag made for the push is of no use now.
+            let _ = docker::run(sh, &["image".into(), "rm".into(), remote.clone()]);
             anyhow::anyhow!(
                 "the registry {registry} did not take {image} ({error}); check that it runs and that this engine may push to it (`insecure-registries` in daemon.json for plain HTTP)"
             )
