@@ -37,21 +37,27 @@ impl Status {
             Some(width) => format!("{text:<width$}  "),
             None => String::new(),
         };
+        let file = state.cluster_file();
+        let quic_width = std::iter::once(&file.canonical)
+            .chain(&file.nodes)
+            .map(|m| m.quic.len())
+            .max()
+            .unwrap_or(0)
+            .max("QUIC (udp)".len());
         println!(
-            "  {:<width$}  {:<8}  {}{:<15}  metrics",
+            "  {:<width$}  {:<8}  {}{:<quic_width$}  metrics",
             "name",
             "state",
             machine("machine"),
             "QUIC (udp)"
         );
-        let file = state.cluster_file();
         let described = std::iter::once(&file.canonical).chain(&file.nodes);
         for (member, status) in described.zip(&statuses) {
             let placed = placements
                 .get(&member.index)
                 .map_or("-", |p| p.machine.as_str());
             println!(
-                "  {:<width$}  {:<8}  {}{:<15}  {}",
+                "  {:<width$}  {:<8}  {}{:<quic_width$}  {}",
                 member.name,
                 status.to_string(),
                 machine(placed),

@@ -518,14 +518,20 @@ pub fn print_table(state: &State) {
         .max()
         .unwrap_or(4)
         .max(4);
+    let quic_width = members
+        .iter()
+        .map(|m| m.quic.len())
+        .max()
+        .unwrap_or(0)
+        .max("QUIC (udp)".len());
     println!();
     println!(
-        "  {:<5}  {:<width$}  {:<15}  metrics",
+        "  {:<5}  {:<width$}  {:<quic_width$}  metrics",
         "index", "name", "QUIC (udp)"
     );
     for member in members {
         println!(
-            "  {:<5}  {:<width$}  {:<15}  {}",
+            "  {:<5}  {:<width$}  {:<quic_width$}  {}",
             member.index, member.name, member.quic, member.metrics
         );
     }
