@@ -303,6 +303,7 @@ fn a_cluster_across_two_engines_keeps_serving_when_one_loses_every_task() -> any
         "`partition` across machines did not refuse in one line ({}): {said}",
         refused.status
     );
+    eprintln!("partition refused: {}", said.trim());
     cluster.one_agreed_leader()?;
 
     // `kill` reaches a task on the other machine through its Docker context.
