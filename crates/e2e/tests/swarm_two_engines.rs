@@ -2,8 +2,8 @@
 //! `dockerd` in a network namespace of the test's own (reached over a veth pair, with a
 //! hostname of its own), joined as a worker of this engine's swarm. Members land on both
 //! engines, talk over the overlay across them, `partition` refuses in one line (it cannot
-//! reach the other machine's namespaces), `kill` reaches a task on the second engine
-//! through a Docker context named after it, and with every task on the second engine killed
+//! reach the other machine's namespaces), `pause`, `resume` and `kill` reach a task on the
+//! second engine through a Docker context named after it, and with every task on the second engine killed
 //! the cluster keeps serving images. The second engine, its namespace, its files and its
 //! context go when the test ends, also when it fails, and this engine's swarm is left as it
 //! was found (inactive; the test skips loudly when a swarm is already there, since it must
@@ -306,8 +306,23 @@ fn a_cluster_across_two_engines_keeps_serving_when_one_loses_every_task() -> any
     eprintln!("partition refused: {}", said.trim());
     cluster.one_agreed_leader()?;
 
-    // `kill` reaches a task on the other machine through its Docker context.
+    // `pause` and `resume` reach a task on the other machine through its Docker context,
+    // and `status` sees it frozen there.
     let first = nodes_there[0];
+    cluster.xtask_ok(&["pause", &first.to_string()], COMMAND_TIMEOUT)?;
+    let paused = cluster.xtask_ok(&["status"], COMMAND_TIMEOUT)?;
+    let row = paused
+        .lines()
+        .find(|line| line.contains(&format!("{} ", cluster.node_name(first))))
+        .unwrap_or_default();
+    anyhow::ensure!(
+        row.contains("paused") && row.contains(WORKER_HOSTNAME),
+        "node {first} is not shown paused on {WORKER_HOSTNAME}: `{row}`"
+    );
+    cluster.xtask_ok(&["resume", &first.to_string()], COMMAND_TIMEOUT)?;
+    cluster.one_agreed_leader()?;
+
+    // `kill` reaches a task on the other machine through its Docker context.
     cluster.xtask_ok(&["kill", &first.to_string()], COMMAND_TIMEOUT)?;
     let still_there = engine.members_here()?;
     anyhow::ensure!(

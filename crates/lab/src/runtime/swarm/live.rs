@@ -19,7 +19,8 @@ pub(super) struct Live {
     pub(super) service: Service,
     /// The service's newest task.
     pub(super) task: Option<Task>,
-    /// The task's container, when it is on this machine: state, pid, exit time.
+    /// The task's container, when it is on this machine or on one with a Docker context:
+    /// state, exit code and time (and, on this machine, its pid).
     pub(super) container: Option<Value>,
     /// The task runs on this machine (or has not been placed yet).
     pub(super) local: bool,
@@ -61,7 +62,12 @@ impl Live {
             .or_else(|| self.task.as_ref().and_then(|t| t.exit_code))
     }
 
+    /// The host pid of the task's container, on this machine only (0 otherwise): a pid of
+    /// another machine names nothing here.
     pub(super) fn pid(&self) -> u32 {
+        if !self.local {
+            return 0;
+        }
         self.container
             .as_ref()
             .and_then(|c| c.pointer("/State/Pid"))
@@ -95,7 +101,29 @@ impl SwarmRuntime {
             .filter(|task| task.node_id == here.node_id)
             .filter_map(|task| task.container_id.clone())
             .collect();
-        let containers = inspect_containers(sh, &local_ids);
+        let mut containers = inspect_containers(sh, &[], &local_ids);
+        // Tasks elsewhere: through the Docker context of their machine, when there is one,
+        // so that a frozen or exited container there is seen as such (and its exit time).
+        let mut elsewhere: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for task in newest.values().filter(|t| t.node_id != here.node_id) {
+            if let Some(id) = &task.container_id {
+                elsewhere
+                    .entry(task.node_id.as_str())
+                    .or_default()
+                    .push(id.clone());
+            }
+        }
+        if !elsewhere.is_empty() {
+            let machines = swarm::machines(sh)?;
+            for (node_id, ids) in elsewhere {
+                let Some(machine) = machines.get(node_id) else {
+                    continue;
+                };
+                if let Some(engine) = context_of(sh, &machine.hostname) {
+                    containers.extend(inspect_containers(sh, &engine, &ids));
+                }
+            }
+        }
         let mut live = BTreeMap::new();
         for service in services {
             let Some(index) = service
@@ -164,18 +192,13 @@ impl SwarmRuntime {
         let machine = machines
             .get(&task.node_id)
             .map_or(task.node_id.as_str(), |m| m.hostname.as_str());
-        if docker::run(
-            sh,
-            &["context".into(), "inspect".into(), machine.to_string()],
-        )
-        .is_err()
-        {
-            anyhow::bail!(
+        let engine = context_of(sh, machine).ok_or_else(|| {
+            anyhow::anyhow!(
                 "{} runs on machine `{machine}`; make a Docker context for it (`docker context create {machine} --docker host=ssh://USER@{machine}`) to reach it from here",
                 member.label()
-            );
-        }
-        Ok((vec!["--context".into(), machine.to_string()], container))
+            )
+        })?;
+        Ok((engine, container))
     }
 
     /// Runs `docker {verb} CONTAINER` on the engine of `member`'s task.
@@ -205,12 +228,21 @@ impl SwarmRuntime {
     }
 }
 
-/// `docker inspect` of the containers `ids` on this engine, by id.
-fn inspect_containers(sh: &Shell, ids: &[String]) -> BTreeMap<String, Value> {
+/// The `docker` arguments that reach the engine of machine `hostname`: its Docker context,
+/// when one of that name exists.
+fn context_of(sh: &Shell, hostname: &str) -> Option<Vec<String>> {
+    docker::run(sh, &["context".into(), "inspect".into(), hostname.into()])
+        .ok()
+        .map(|_| vec!["--context".to_string(), hostname.to_string()])
+}
+
+/// `docker inspect` of the containers `ids` on the engine `engine` reaches (this one when
+/// empty), by id.
+fn inspect_containers(sh: &Shell, engine: &[String], ids: &[String]) -> BTreeMap<String, Value> {
     if ids.is_empty() {
         return BTreeMap::new();
     }
-    let output = cmd!(sh, "docker inspect --type container {ids...}")
+    let output = cmd!(sh, "docker {engine...} inspect --type container {ids...}")
         .quiet()
         .ignore_status()
         .ignore_stderr()
