@@ -59,6 +59,8 @@ pub struct Cluster {
     sh: Shell,
     /// What `up` printed (its node table).
     up_said: String,
+    /// `up`'s `--runtime` and any further options.
+    up_args: Vec<String>,
     /// Released after `drop` has run, so the next test's `up` starts after this `down`.
     _docker: MutexGuard<'static, ()>,
 }
@@ -67,6 +69,11 @@ impl Cluster {
     /// Brings up a cluster of [`NODES`] edges and a canonical in Docker named
     /// `flotilla_e2e_<name>`, after removing what an interrupted run of it left behind.
     pub fn start(name: &str) -> anyhow::Result<Cluster> {
+        Cluster::start_on(name, "docker", &[])
+    }
+
+    /// [`Cluster::start`] on `runtime` (`docker` or `swarm`), with further `up` options.
+    pub fn start_on(name: &str, runtime: &str, options: &[&str]) -> anyhow::Result<Cluster> {
         // A test that panicked while holding the lock has already torn its cluster down (the
         // fixture's drop runs during unwinding), so the engine is free for the next one.
         let docker_lock = DOCKER.lock().unwrap_or_else(PoisonError::into_inner);
@@ -90,6 +97,11 @@ impl Cluster {
             xtask,
             sh,
             up_said: String::new(),
+            up_args: ["--runtime", runtime]
+                .into_iter()
+                .chain(options.iter().copied())
+                .map(str::to_string)
+                .collect(),
             _docker: docker_lock,
         };
         cluster.prepare()?;
@@ -117,10 +129,9 @@ impl Cluster {
     fn up(mut self) -> anyhow::Result<Cluster> {
         let started = Instant::now();
         let nodes = NODES.to_string();
-        self.up_said = self.xtask_ok(
-            &["up", &nodes, "--runtime", "docker", "--name", &self.prefix],
-            UP_TIMEOUT,
-        )?;
+        let mut args = vec!["up", &nodes, "--name", &self.prefix];
+        args.extend(self.up_args.iter().map(String::as_str));
+        self.up_said = self.xtask_ok(&args, UP_TIMEOUT)?;
         eprintln!("up {NODES} took {:.1} s", started.elapsed().as_secs_f64());
         Ok(self)
     }

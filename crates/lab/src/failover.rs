@@ -22,7 +22,7 @@ use crate::faults;
 use crate::project::Project;
 use crate::runtime::Runtime;
 use crate::scrape;
-use crate::state::{metrics_url, State};
+use crate::state::State;
 
 /// Pause between two polls of the survivors.
 const POLL: Duration = Duration::from_millis(10);
@@ -172,7 +172,7 @@ pub fn leader_now(state: &State) -> Option<(u16, u64)> {
     state
         .nodes()
         .filter_map(|member| {
-            let metrics = scrape::fetch(&metrics_url(member.metrics_port), SCRAPE_TIMEOUT).ok()?;
+            let metrics = scrape::fetch(&member.metrics_url(), SCRAPE_TIMEOUT).ok()?;
             let leads = metrics.value("flotilla_is_leader", &[])? > 0.0;
             let term = metrics.value("flotilla_term", &[])? as u64;
             leads.then_some((member.index, term))
@@ -186,7 +186,7 @@ fn views(state: &State, indices: &[u16]) -> anyhow::Result<Vec<View>> {
         .iter()
         .map(|index| {
             let member = state.member_by_index(*index)?;
-            let metrics = scrape::fetch(&metrics_url(member.metrics_port), SCRAPE_TIMEOUT)?;
+            let metrics = scrape::fetch(&member.metrics_url(), SCRAPE_TIMEOUT)?;
             let gauge = |name: &str| {
                 metrics
                     .value(name, &[])

@@ -97,6 +97,7 @@ mod tests {
             metrics_port: 0,
             pid: None,
             bridge: None,
+            host: None,
         }
     }
 

@@ -1,5 +1,5 @@
-//! Flotilla's clusters: where members run (the [`runtime::Runtime`] trait, with Docker and
-//! local processes behind it), what xtask remembers of a cluster (`.cluster/state.json`),
+//! Flotilla's clusters: where members run (the [`runtime::Runtime`] trait, with Docker, Docker
+//! Swarm and local processes behind it), what xtask remembers of a cluster (`.cluster/state.json`),
 //! certificates, fixed host ports, each member's command line, static release builds and
 //! scratch images, faults through the runtime, the failover benchmark, the soak, scenario
 //! runs on a cluster, and a headless browser for their reports.
@@ -24,6 +24,7 @@ pub mod scenario;
 pub mod scrape;
 pub mod soak;
 pub mod state;
+pub mod swarm;
 pub mod time;
 
 use std::fmt;

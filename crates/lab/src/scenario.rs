@@ -38,7 +38,7 @@ use crate::project::Project;
 use crate::runtime::Runtime;
 use crate::scrape;
 use crate::soak;
-use crate::state::{metrics_url, State};
+use crate::state::State;
 
 /// How often every node is sampled: 10 Hz, as in the simulation.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
@@ -142,7 +142,7 @@ pub fn run(
     let samplers: Vec<JoinHandle<()>> = state
         .nodes()
         .map(|node| {
-            let (index, url) = (node.index, metrics_url(node.metrics_port));
+            let (index, url) = (node.index, node.metrics_url());
             let shared = shared.clone();
             std::thread::spawn(move || sample_loop(&shared, index, &url))
         })

@@ -37,7 +37,7 @@ use crate::faults;
 use crate::project::Project;
 use crate::runtime::Runtime;
 use crate::scrape;
-use crate::state::{metrics_url, State};
+use crate::state::State;
 
 /// How long one fault of the mixed phase lasts before it is repaired.
 const FAULT_HOLD: Duration = Duration::from_secs(5);
@@ -446,7 +446,7 @@ fn resident(
 fn digest_mismatches(state: &State) -> u64 {
     state
         .nodes()
-        .filter_map(|node| scrape::fetch(&metrics_url(node.metrics_port), SCRAPE_TIMEOUT).ok())
+        .filter_map(|node| scrape::fetch(&node.metrics_url(), SCRAPE_TIMEOUT).ok())
         .filter_map(|metrics| metrics.value("flotilla_digest_mismatches_total", &[]))
         .sum::<f64>() as u64
 }

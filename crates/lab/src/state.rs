@@ -27,6 +27,8 @@ pub enum RuntimeKind {
     Docker,
     /// Local processes on 127.0.0.1.
     Process,
+    /// One Docker Swarm service per member on an overlay network, on a swarm's machines.
+    Swarm,
 }
 
 impl fmt::Display for RuntimeKind {
@@ -34,6 +36,7 @@ impl fmt::Display for RuntimeKind {
         f.write_str(match self {
             RuntimeKind::Docker => "docker",
             RuntimeKind::Process => "process",
+            RuntimeKind::Swarm => "swarm",
         })
     }
 }
@@ -64,6 +67,10 @@ pub struct MemberState {
     /// QUIC address on the container network (Docker runtime), as last seen running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bridge: Option<String>,
+    /// Address of the machine whose published ports reach the member, when it is not this
+    /// one (a swarm task on another machine); 127.0.0.1 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 impl MemberState {
@@ -82,6 +89,12 @@ impl MemberState {
 
     pub fn is_canonical(&self) -> bool {
         self.index == 0
+    }
+
+    /// The member's metrics URL, on the machine that runs it.
+    pub fn metrics_url(&self) -> String {
+        let host = self.host.as_deref().unwrap_or("127.0.0.1");
+        format!("http://{host}:{}/metrics", self.metrics_port)
     }
 }
 
@@ -110,6 +123,28 @@ pub struct State {
     /// Delay and loss on members' egress, by member index, until `netem I --clear`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub netem: BTreeMap<u16, Shaping>,
+    /// What `up` did and chose on a swarm (swarm runtime only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm: Option<SwarmChoices>,
+}
+
+/// The swarm runtime's `up` choices, kept for `restart` and `down`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwarmChoices {
+    /// `up --init` made this engine a single-node swarm: `down` makes it leave again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub initialised: bool,
+    /// That swarm made the engine's `docker_gwbridge` network: `down` removes it too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gateway_bridge: bool,
+    /// The registry (`HOST:PORT`) the images were pushed to and every machine pulls from;
+    /// the local images when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
+    /// Swarm starts a member again when it fails (`--restart on-failure`); never by default,
+    /// so that a kill stays a kill.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restart_on_failure: bool,
 }
 
 impl State {
@@ -236,13 +271,24 @@ impl State {
         }
     }
 
+    /// Records the machine address of each member as `addresses` gives it (by member
+    /// index); a member missing from it is reached on this machine.
+    pub fn set_hosts(&mut self, addresses: &BTreeMap<u16, String>) {
+        for member in &mut self.members {
+            member.host = addresses.get(&member.index).cloned();
+        }
+    }
+
     pub fn cluster_file(&self) -> ClusterFile {
-        let member = |m: &MemberState| Member {
-            name: m.name.clone(),
-            index: m.index,
-            quic: format!("127.0.0.1:{}", m.quic_port),
-            bridge: m.bridge.clone(),
-            metrics: metrics_url(m.metrics_port),
+        let member = |m: &MemberState| {
+            let host = m.host.as_deref().unwrap_or("127.0.0.1");
+            Member {
+                name: m.name.clone(),
+                index: m.index,
+                quic: format!("{host}:{}", m.quic_port),
+                bridge: m.bridge.clone(),
+                metrics: m.metrics_url(),
+            }
         };
         ClusterFile {
             prefix: self.prefix.clone(),
@@ -385,6 +431,7 @@ mod tests {
                     metrics_port: 19100 + index,
                     pid: None,
                     bridge: None,
+                    host: None,
                 })
                 .collect(),
             partition: Some(vec![vec![1], vec![2]]),
@@ -402,6 +449,7 @@ mod tests {
                 },
             )]
             .into(),
+            swarm: None,
         };
         state.save(&dir).unwrap();
         assert_eq!(State::load(&dir).unwrap(), Some(state.clone()));

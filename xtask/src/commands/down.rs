@@ -1,9 +1,10 @@
 //! `cargo xtask down`: stop and remove the cluster's members (containers found by label,
-//! processes by recorded pid), what was made around them, and the cluster description. The
+//! processes by recorded pid, swarm services by label), what was made around them, and the
+//! cluster description. The
 //! CA and the process runtime's logs stay; the canonical's sample images go with `--volumes`.
 
 use lab::project::{parse_prefix, Project};
-use lab::runtime::{DockerRuntime, ProcessRuntime, Runtime};
+use lab::runtime::{DockerRuntime, ProcessRuntime, Runtime, SwarmRuntime};
 use lab::state::{RuntimeKind, State};
 use lab::{certs, docker, faults};
 use xshell::Shell;
@@ -38,7 +39,9 @@ impl Down {
             .unwrap_or_else(|| project.default_prefix());
         let recorded = state.as_ref().filter(|s| s.prefix == prefix);
         let engine = docker::engine(sh);
-        if let (Err(reason), Some(RuntimeKind::Docker)) = (&engine, recorded.map(|s| s.runtime)) {
+        if let (Err(reason), Some(RuntimeKind::Docker | RuntimeKind::Swarm)) =
+            (&engine, recorded.map(|s| s.runtime))
+        {
             anyhow::bail!(
                 "no Docker engine answered ({reason}), so cluster `{prefix}`'s containers cannot be removed; start Docker and run `cargo xtask down` again"
             );
@@ -56,6 +59,9 @@ impl Down {
             vec![Box::new(ProcessRuntime::new(project.clone()))];
         if engine.is_ok() {
             runtimes.push(Box::new(DockerRuntime::new(project.clone())));
+            // Services, network, secrets and configs on a swarm this engine manages (and the
+            // swarm itself when `up --init` made it).
+            runtimes.push(Box::new(SwarmRuntime::new(project.clone())));
         }
         let mut removed = Vec::new();
         for runtime in runtimes {

@@ -36,6 +36,9 @@ impl Restart {
         // A restarted container may come back at another address on its network.
         let bridges = runtime.bridge_addresses(sh, state);
         state.set_bridges(&bridges);
+        // A restarted swarm task may run on another machine.
+        let hosts = super::up::host_addresses(runtime.placements(sh, state));
+        state.set_hosts(&hosts);
         cluster.save()?;
         let restarted = started.elapsed();
         let client = client::binary(&cluster.project)?;

@@ -19,6 +19,7 @@ impl Status {
         let cluster = Cluster::open()?;
         let state = &cluster.state;
         let statuses = cluster.runtime.statuses(sh, state)?;
+        let placements = cluster.runtime.placements(sh, state);
         let width = state
             .members
             .iter()
@@ -26,17 +27,40 @@ impl Status {
             .max()
             .unwrap_or(4);
         println!("cluster `{}` on {}", state.prefix, state.runtime);
-        println!(
-            "  {:<width$}  {:<8}  {:<15}  metrics",
-            "name", "state", "QUIC (udp)"
-        );
+        // On a runtime that spans machines, which machine runs each member.
+        let machine_width = placements
+            .values()
+            .map(|p| p.machine.len())
+            .max()
+            .map(|width| width.max("machine".len()));
+        let machine = |text: &str| match machine_width {
+            Some(width) => format!("{text:<width$}  "),
+            None => String::new(),
+        };
         let file = state.cluster_file();
+        let quic_width = std::iter::once(&file.canonical)
+            .chain(&file.nodes)
+            .map(|m| m.quic.len())
+            .max()
+            .unwrap_or(0)
+            .max("QUIC (udp)".len());
+        println!(
+            "  {:<width$}  {:<8}  {}{:<quic_width$}  metrics",
+            "name",
+            "state",
+            machine("machine"),
+            "QUIC (udp)"
+        );
         let described = std::iter::once(&file.canonical).chain(&file.nodes);
         for (member, status) in described.zip(&statuses) {
+            let placed = placements
+                .get(&member.index)
+                .map_or("-", |p| p.machine.as_str());
             println!(
-                "  {:<width$}  {:<8}  {:<15}  {}",
+                "  {:<width$}  {:<8}  {}{:<quic_width$}  {}",
                 member.name,
                 status.to_string(),
+                machine(placed),
                 member.quic,
                 member.metrics
             );

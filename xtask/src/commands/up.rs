@@ -8,8 +8,10 @@ use std::time::Instant;
 
 use lab::project::{parse_prefix, Project};
 use lab::runtime::{self, MemberStatus, Runtime};
-use lab::state::{member_name, new_cluster_id, MemberState, Options, RuntimeKind, State};
-use lab::{certs, client, docker, faults, ports};
+use lab::state::{
+    member_name, new_cluster_id, MemberState, Options, RuntimeKind, State, SwarmChoices,
+};
+use lab::{certs, client, docker, faults, ports, swarm, UsageError};
 use xshell::Shell;
 
 /// Most edges a cluster may have.
@@ -40,6 +42,41 @@ pub struct Up {
     /// canonical restarts), printing one line per image added, changed or removed.
     #[arg(long)]
     reindex: bool,
+    /// Swarm: make this engine a single-node swarm when it is not in one (`down` leaves it).
+    #[arg(long)]
+    init: bool,
+    /// Swarm: push the images to this registry and run them from there, so that every
+    /// machine of the swarm can pull them.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_registry)]
+    registry: Option<String>,
+    /// Swarm: whether the swarm starts a failed member again [default: never, a kill is a kill].
+    #[arg(long, value_enum, value_name = "POLICY")]
+    restart: Option<RestartPolicy>,
+}
+
+/// When a swarm starts a member's task again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum RestartPolicy {
+    None,
+    OnFailure,
+}
+
+/// `HOST:PORT` of a registry, checked for shape only.
+fn parse_registry(text: &str) -> Result<String, String> {
+    let valid = text.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+            && port.parse::<u16>().is_ok_and(|port| port > 0)
+    });
+    if valid {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "`{text}` is not a registry address HOST:PORT (e.g. registry.lan:5000)"
+        ))
+    }
 }
 
 impl Up {
@@ -53,6 +90,9 @@ impl Up {
             cache_mb: None,
             replicas: None,
             reindex: false,
+            init: false,
+            registry: None,
+            restart: None,
         }
     }
 
@@ -98,6 +138,7 @@ impl Up {
         };
         let live = existing.filter(|state| state.prefix == prefix && is_alive(state));
         let kind = self.choose_runtime(sh, live.as_ref())?;
+        self.check_swarm_options(kind, live.as_ref())?;
         // Before any build: a wrong size or option is known at once.
         if let Some(live) = &live {
             self.check_shape(live, &options)?;
@@ -109,8 +150,30 @@ impl Up {
                 );
             }
         }
+        if kind == RuntimeKind::Swarm && live.is_none() && !self.init {
+            // Before the build: without a manager nothing can start.
+            swarm::ensure_manager(sh, false)?;
+        }
         let runtime = runtime::of(kind, &project);
         runtime.build(sh)?;
+        let initialised = match (kind, &live) {
+            (RuntimeKind::Swarm, None) => {
+                let made = swarm::ensure_manager(sh, self.init)?;
+                if made.swarm {
+                    eprintln!(
+                        "made this engine a single-node swarm (`docker swarm init`); `cargo xtask down` leaves it again"
+                    );
+                }
+                made
+            }
+            _ => swarm::Initialised::default(),
+        };
+        if let Some(registry) = self.registry.as_deref() {
+            if let Err(error) = swarm::push_images(sh, registry) {
+                leave_made_swarm(sh, initialised);
+                return Err(error);
+            }
+        }
         if live.is_none() && runtime.has_members(sh, &prefix, None) {
             anyhow::bail!(
                 "members of cluster `{prefix}` exist but {} does not describe them; remove them with `cargo xtask down --name {prefix}`",
@@ -120,7 +183,28 @@ impl Up {
         let fresh = live.is_none();
         let mut state = match live {
             Some(live) => live,
-            None => self.plan(prefix, kind, options, &runtime.reserved_ports(sh)?)?,
+            None => {
+                let planned = runtime
+                    .reserved_ports(sh)
+                    .and_then(|reserved| self.plan(prefix, kind, options, &reserved));
+                match planned {
+                    Ok(mut state) => {
+                        if kind == RuntimeKind::Swarm {
+                            state.swarm = Some(SwarmChoices {
+                                initialised: initialised.swarm,
+                                gateway_bridge: initialised.gateway_bridge,
+                                registry: self.registry.clone(),
+                                restart_on_failure: self.restart == Some(RestartPolicy::OnFailure),
+                            });
+                        }
+                        state
+                    }
+                    Err(error) => {
+                        leave_made_swarm(sh, initialised);
+                        return Err(error);
+                    }
+                }
+            }
         };
         let ca = certs::ensure_ca(&project)?;
         let roles: Vec<_> = state.members.iter().map(MemberState::role).collect();
@@ -188,6 +272,10 @@ impl Up {
         }
         match (self.runtime, docker::engine(sh)) {
             (Some(RuntimeKind::Process), _) => Ok(RuntimeKind::Process),
+            (Some(RuntimeKind::Swarm), Ok(_)) => Ok(RuntimeKind::Swarm),
+            (Some(RuntimeKind::Swarm), Err(reason)) => anyhow::bail!(
+                "no Docker engine answered ({reason}); the swarm runtime needs one that is a swarm manager"
+            ),
             (_, Ok(_)) => Ok(RuntimeKind::Docker),
             (Some(RuntimeKind::Docker), Err(reason)) => anyhow::bail!(
                 "no Docker engine answered ({reason}); start Docker or use `--runtime process`"
@@ -199,6 +287,44 @@ impl Up {
                 Ok(RuntimeKind::Process)
             }
         }
+    }
+
+    /// Fails when a swarm-only option is given for another runtime, or to a running cluster.
+    fn check_swarm_options(&self, kind: RuntimeKind, live: Option<&State>) -> anyhow::Result<()> {
+        let given: Vec<&str> = [
+            (self.init, "--init"),
+            (self.registry.is_some(), "--registry"),
+            (self.restart.is_some(), "--restart"),
+        ]
+        .into_iter()
+        .filter_map(|(given, flag)| given.then_some(flag))
+        .collect();
+        let Some(first) = given.first() else {
+            return Ok(());
+        };
+        if kind != RuntimeKind::Swarm {
+            return Err(UsageError(format!(
+                "`{first}` is for the swarm runtime; add `--runtime swarm`"
+            ))
+            .into());
+        }
+        if let Some(live) = live {
+            let choices = live.swarm.clone().unwrap_or_default();
+            let same = self
+                .registry
+                .as_ref()
+                .is_none_or(|r| Some(r) == choices.registry.as_ref())
+                && self
+                    .restart
+                    .is_none_or(|r| (r == RestartPolicy::OnFailure) == choices.restart_on_failure);
+            if !same {
+                anyhow::bail!(
+                    "cluster `{}` is running with other swarm options; run `cargo xtask down` first to change them",
+                    live.prefix
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Fails unless a running cluster has the size and options asked for.
@@ -251,6 +377,7 @@ impl Up {
                 metrics_port: pair.metrics,
                 pid: None,
                 bridge: None,
+                host: None,
             })
             .collect();
         Ok(State {
@@ -263,7 +390,18 @@ impl Up {
             partition_one_way: false,
             partition_pairs: Vec::new(),
             netem: Default::default(),
+            swarm: None,
         })
+    }
+}
+
+/// Makes this engine leave the swarm this `up` made, when it fails before recording it.
+fn leave_made_swarm(sh: &Shell, initialised: swarm::Initialised) {
+    if initialised.swarm {
+        match swarm::leave(sh, initialised.gateway_bridge) {
+            Ok(()) => eprintln!("left the single-node swarm this `up` made"),
+            Err(error) => eprintln!("leaving the swarm this `up` made failed: {error:#}"),
+        }
     }
 }
 
@@ -307,6 +445,8 @@ fn launch(
     faults::restore(sh, project, runtime, state, &started)?;
     let bridges = runtime.bridge_addresses(sh, state);
     state.set_bridges(&bridges);
+    let hosts = host_addresses(runtime.placements(sh, state));
+    state.set_hosts(&hosts);
     state.save(&project.cluster_dir)?;
     let client = client::binary(project)?;
     let all: Vec<u16> = state.members.iter().map(|m| m.index).collect();
@@ -348,6 +488,16 @@ fn start_missing(
     Ok(started)
 }
 
+/// The addresses of members that run on other machines, by member index.
+pub fn host_addresses(
+    placements: std::collections::BTreeMap<u16, runtime::Placed>,
+) -> std::collections::BTreeMap<u16, String> {
+    placements
+        .into_iter()
+        .filter_map(|(index, placed)| Some((index, placed.address?)))
+        .collect()
+}
+
 /// `1 node`, `5 nodes`.
 fn nodes(count: u16) -> String {
     match count {
@@ -368,14 +518,20 @@ pub fn print_table(state: &State) {
         .max()
         .unwrap_or(4)
         .max(4);
+    let quic_width = members
+        .iter()
+        .map(|m| m.quic.len())
+        .max()
+        .unwrap_or(0)
+        .max("QUIC (udp)".len());
     println!();
     println!(
-        "  {:<5}  {:<width$}  {:<15}  metrics",
+        "  {:<5}  {:<width$}  {:<quic_width$}  metrics",
         "index", "name", "QUIC (udp)"
     );
     for member in members {
         println!(
-            "  {:<5}  {:<width$}  {:<15}  {}",
+            "  {:<5}  {:<width$}  {:<quic_width$}  {}",
             member.index, member.name, member.quic, member.metrics
         );
     }

@@ -76,6 +76,11 @@ impl Cluster {
                 (RuntimeKind::Process, None) => {
                     anyhow::bail!("{} has no recorded pid to pin", member.name)
                 }
+                (RuntimeKind::Swarm, _) => {
+                    anyhow::bail!(
+                        "`bench cache` pins members of the docker and process runtimes only"
+                    )
+                }
                 (RuntimeKind::Docker, _) => {
                     let name = &member.name;
                     cmd!(sh, "docker update --cpuset-cpus {core} {name}")

@@ -26,12 +26,12 @@ pub const QUIC_PORT: u16 = 7000;
 /// Metrics port inside every container.
 pub const METRICS_PORT: u16 = 9100;
 /// Where a member's own credentials folder is mounted, read-only.
-const CERTS_MOUNT: &str = "/certs";
+pub(super) const CERTS_MOUNT: &str = "/certs";
 /// Where the canonical's named volume is mounted: its sample images and their catalog, or
 /// the catalog of a user's `--images` folder (under `catalogs/`). Its only writable place.
-const DATA_MOUNT: &str = "/data";
+pub(super) const DATA_MOUNT: &str = "/data";
 /// Where a user's `--images` folder is mounted, read-only.
-const IMAGES_MOUNT: &str = "/images";
+pub(super) const IMAGES_MOUNT: &str = "/images";
 /// Memory limit of a node without `--cache-mb`.
 const NODE_MEMORY_MB: u32 = 256;
 /// Memory limit of the canonical, which encodes sample PNGs of a few MB.
@@ -39,13 +39,13 @@ const CANONICAL_MEMORY_MB: u32 = 512;
 /// Memory beyond the cache a node may need (runtime, QUIC buffers, images in flight).
 const NODE_OVERHEAD_MB: u32 = 192;
 /// Seconds Docker waits after SIGTERM before it kills a member on `restart`.
-const STOP_GRACE_SECONDS: &str = "5";
+pub(super) const STOP_GRACE_SECONDS: &str = "5";
 /// Per-container log size before the engine rotates it, and files kept.
-const LOG_MAX_SIZE: &str = "max-size=50m";
-const LOG_MAX_FILES: &str = "max-file=2";
+pub(super) const LOG_MAX_SIZE: &str = "max-size=50m";
+pub(super) const LOG_MAX_FILES: &str = "max-file=2";
 
 /// Where `member` listens and finds its files, inside its container.
-fn placement(state: &State) -> Placement {
+pub(super) fn placement(state: &State) -> Placement {
     let on_network = |index: u16| format!("{}:{QUIC_PORT}", member_name(&state.prefix, index));
     let (data, samples, catalog) = match &state.options.images {
         Some(images) => (
@@ -140,7 +140,7 @@ fn run(sh: &Shell, project: &Project, state: &State, member: &MemberState) -> an
 
 /// The canonical's mounts: the data volume (writable), and a user's `--images` folder
 /// read-only.
-fn canonical_mounts(state: &State) -> Vec<String> {
+pub(super) fn canonical_mounts(state: &State) -> Vec<String> {
     let mut mounts = vec![format!(
         "--mount=type=volume,source={},target={DATA_MOUNT}",
         docker::volume_name(&state.prefix)
@@ -156,7 +156,7 @@ fn canonical_mounts(state: &State) -> Vec<String> {
 
 /// Runs the canonical image once with `--reindex` over the canonical's mounts, as hardened
 /// as the canonical itself and without a network; returns what it printed.
-fn run_reindex(sh: &Shell, state: &State) -> anyhow::Result<String> {
+pub(super) fn run_reindex(sh: &Shell, state: &State) -> anyhow::Result<String> {
     let canonical = state.canonical();
     let mut args: Vec<String> = vec![
         "run".into(),
@@ -175,7 +175,7 @@ fn run_reindex(sh: &Shell, state: &State) -> anyhow::Result<String> {
 }
 
 /// Turns the engine's complaint about a taken port into the one line a user needs.
-fn explain_start_failure(member: &MemberState, error: anyhow::Error) -> anyhow::Error {
+pub(super) fn explain_start_failure(member: &MemberState, error: anyhow::Error) -> anyhow::Error {
     let text = error.to_string();
     if text.contains("port is already allocated") || text.contains("address already in use") {
         return anyhow::anyhow!(
@@ -190,7 +190,7 @@ fn explain_start_failure(member: &MemberState, error: anyhow::Error) -> anyhow::
 
 /// The labels of what `up` creates around the members: the prefix and, when the state has
 /// one, the cluster id.
-fn labels(project: &Project, state: &State) -> Vec<String> {
+pub(super) fn labels(project: &Project, state: &State) -> Vec<String> {
     let mut labels = vec![
         format!("--label={CLUSTER_LABEL}={}", state.prefix),
         format!("--label={CHECKOUT_LABEL}={}", project.cluster_dir.display()),

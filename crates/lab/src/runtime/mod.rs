@@ -4,9 +4,12 @@
 //! - [`DockerRuntime`]: hardened scratch containers on a Docker engine, found by label.
 //! - [`ProcessRuntime`]: the static release binaries as local processes on 127.0.0.1, tracked
 //!   by pid.
+//! - [`SwarmRuntime`]: one Docker Swarm service per member on an overlay network, spread over
+//!   the swarm's machines.
 
 mod docker;
 mod process;
+mod swarm;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -18,6 +21,7 @@ use xshell::Shell;
 
 pub use self::docker::{memory_limit_mb, DockerRuntime};
 pub use self::process::ProcessRuntime;
+pub use self::swarm::SwarmRuntime;
 use crate::project::Project;
 use crate::state::{MemberState, RuntimeKind, State};
 
@@ -72,6 +76,15 @@ impl fmt::Display for Started {
     }
 }
 
+/// Where a member runs, on a runtime that spans machines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placed {
+    /// The machine's name (its hostname).
+    pub machine: String,
+    /// The address its published ports are reached at, when it is not this machine.
+    pub address: Option<String>,
+}
+
 /// One way of running a cluster's members.
 pub trait Runtime {
     fn kind(&self) -> RuntimeKind;
@@ -117,6 +130,12 @@ pub trait Runtime {
     /// `cluster.toml`'s `bridge` (the client's fast path past docker-proxy); none on runtimes
     /// whose members the host reaches directly.
     fn bridge_addresses(&self, _sh: &Shell, _state: &State) -> BTreeMap<u16, String> {
+        BTreeMap::new()
+    }
+
+    /// Which machine runs each member, by member index; none on runtimes that run everything
+    /// on this machine.
+    fn placements(&self, _sh: &Shell, _state: &State) -> BTreeMap<u16, Placed> {
         BTreeMap::new()
     }
 
@@ -179,6 +198,7 @@ pub fn of(kind: RuntimeKind, project: &Project) -> Box<dyn Runtime> {
     match kind {
         RuntimeKind::Docker => Box::new(DockerRuntime::new(project.clone())),
         RuntimeKind::Process => Box::new(ProcessRuntime::new(project.clone())),
+        RuntimeKind::Swarm => Box::new(SwarmRuntime::new(project.clone())),
     }
 }
 
