@@ -69,6 +69,9 @@ struct Canonical {
     /// Replies refused because the file no longer matches the catalog
     /// (`flotilla_corrupt_images_total`).
     corrupt_images: metrics::Counter,
+    /// The fault layer of the QUIC socket, set by an operator (`partition`, `netem` on a
+    /// member the operator's host cannot enter).
+    socket_faults: net::SocketFaults,
 }
 
 /// Name of the counter of replies refused because the image's file no longer matches the
@@ -151,6 +154,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         registry: bound.registry.clone(),
         reply_bytes,
         corrupt_images,
+        socket_faults: bound.faults,
     });
     tracing::info!(quic = %bound.quic, metrics = ?bound.metrics, "canonical serving");
     let task = tokio::spawn(net::server::serve_with(
@@ -344,6 +348,9 @@ impl net::server::Handler for Canonical {
                 )
                 .await;
                 "ok"
+            }
+            Request::NetFaults(faults) => {
+                net::faults::answer(peer, faults, &self.socket_faults, &self.name, &mut send).await
             }
             Request::Status | Request::Election(_) | Request::Replicate { .. } => {
                 reply_error(

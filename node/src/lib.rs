@@ -92,6 +92,9 @@ pub struct Node {
     counters: Counters,
     in_flight: InFlight,
     elector: Arc<Elector>,
+    /// The fault layer of the QUIC socket, set by an operator (`partition`, `netem` on a
+    /// member the operator's host cannot enter).
+    pub socket_faults: net::SocketFaults,
 }
 
 impl Node {
@@ -201,6 +204,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
         counters: Counters::default(),
         in_flight: InFlight::default(),
         elector,
+        socket_faults: bound.faults,
     });
     node.publish_cache_stats();
     tokio::spawn(peers.monitor(metrics, shutdown.clone()));

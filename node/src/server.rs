@@ -56,6 +56,16 @@ impl Handler for Node {
                 .await;
                 "ok"
             }
+            Request::NetFaults(faults) => {
+                net::faults::answer(
+                    peer,
+                    faults,
+                    &self.socket_faults,
+                    &self.config.name,
+                    &mut send,
+                )
+                .await
+            }
             Request::Election(_) | Request::Replicate { .. } if !matches!(peer, Role::Node(_)) => {
                 tracing::warn!(%peer, kind, "refusing an edge-only request");
                 if kind == "replicate" {

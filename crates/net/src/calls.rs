@@ -110,6 +110,20 @@ impl Pool {
         }
     }
 
+    /// Replaces the faults in the member's UDP socket (an operator's pool only; the member
+    /// refuses anyone else).
+    pub async fn set_net_faults(
+        &self,
+        target: &Target,
+        faults: wire::NetFaults,
+    ) -> Result<(), CallError> {
+        let request = Request::NetFaults(faults);
+        match self.ask(target, &request).await?.response {
+            Response::Ack => Ok(()),
+            other => Err(unexpected(target, &request, other, None)),
+        }
+    }
+
     /// The member's status row.
     pub async fn status(&self, target: &Target) -> Result<NodeStatus, CallError> {
         let request = Request::Status;

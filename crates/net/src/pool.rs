@@ -45,6 +45,17 @@ pub fn endpoint(
     credentials: &Credentials,
     serve: bool,
 ) -> Result<Endpoint, NetError> {
+    endpoint_with(socket, credentials, serve, None)
+}
+
+/// [`endpoint`] whose socket, with `faults`, goes through the fault layer
+/// ([`crate::faults::FaultySocket`]) so an operator can cut or shape it.
+pub fn endpoint_with(
+    socket: std::net::UdpSocket,
+    credentials: &Credentials,
+    serve: bool,
+    faults: Option<crate::faults::SocketFaults>,
+) -> Result<Endpoint, NetError> {
     let bind = socket
         .local_addr()
         .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -75,13 +86,19 @@ pub fn endpoint(
     } else {
         quinn::EndpointConfig::default()
     };
-    let mut endpoint =
-        Endpoint::new(endpoint_config, server_config, socket, runtime).map_err(|source| {
-            NetError::Bind {
-                address: bind,
-                source,
-            }
-        })?;
+    let bind_error = |source| NetError::Bind {
+        address: bind,
+        source,
+    };
+    let mut endpoint = match faults {
+        None => Endpoint::new(endpoint_config, server_config, socket, runtime),
+        Some(faults) => {
+            let socket = runtime.wrap_udp_socket(socket).map_err(bind_error)?;
+            let socket = Arc::new(crate::faults::FaultySocket::new(socket, faults));
+            Endpoint::new_with_abstract_socket(endpoint_config, server_config, socket, runtime)
+        }
+    }
+    .map_err(bind_error)?;
     endpoint.set_default_client_config(credentials.client_config()?);
     Ok(endpoint)
 }

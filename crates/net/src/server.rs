@@ -69,6 +69,8 @@ pub struct Bound {
     pub quic: std::net::SocketAddr,
     pub registry: crate::metrics::Registry,
     pub metrics: Option<std::net::SocketAddr>,
+    /// The fault layer in the endpoint's socket, empty until an operator sets it.
+    pub faults: crate::faults::SocketFaults,
 }
 
 /// A failure to bind one of a server's sockets.
@@ -111,7 +113,9 @@ pub async fn bind_with(
         Listen::Address(address) => crate::pool::bind_udp(address).map_err(quic_error)?,
         Listen::Bound(socket) => socket,
     };
-    let endpoint = crate::pool::endpoint(socket, credentials, true).map_err(quic_error)?;
+    let faults = crate::faults::SocketFaults::default();
+    let endpoint = crate::pool::endpoint_with(socket, credentials, true, Some(faults.clone()))
+        .map_err(quic_error)?;
     let server_config = credentials
         .server_config_with(limits.streams_per_connection, limits.send_window)
         .map_err(|error| quic_error(error.into()))?;
@@ -135,6 +139,7 @@ pub async fn bind_with(
         quic,
         registry,
         metrics,
+        faults,
     })
 }
 

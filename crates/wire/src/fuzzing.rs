@@ -217,6 +217,14 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
             term: Term(4),
             meta: signed.clone(),
         },
+        Request::NetFaults(crate::NetFaults {
+            drop_from: vec![([10, 0, 1, 3], 0).into()],
+            drop_to: vec![([127, 0, 0, 1], 4433).into()],
+            delay_us: 100_000,
+            jitter_us: 10_000,
+            loss_ppm: 10_000,
+        }),
+        Request::NetFaults(crate::NetFaults::default()),
     ];
     requests.extend(kinds.iter().map(|kind| {
         Request::Election(ElectionMessage {

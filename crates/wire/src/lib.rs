@@ -23,6 +23,7 @@ pub mod history;
 pub mod ids;
 pub mod limits;
 pub mod message;
+pub mod netfault;
 pub mod origin;
 pub mod pki;
 pub mod routing;
@@ -32,6 +33,7 @@ pub use ids::{Digest, ImageId, NodeIndex, Term};
 pub use message::{
     CacheOutcome, ElectionRole, ErrorKind, ImageMeta, NodeStatus, Request, Response,
 };
+pub use netfault::NetFaults;
 pub use origin::{OriginSeal, OriginSigner, OriginTrust, SealError, SignedMeta, VerifiedMeta};
 pub use pki::Role;
 

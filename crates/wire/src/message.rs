@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::election::ElectionMessage;
 use crate::ids::{Digest, ImageId, NodeIndex, Term};
+use crate::netfault::NetFaults;
 use crate::origin::SignedMeta;
 
 /// What a peer asks for. Which peers may send which request is decided by the role in their
@@ -28,6 +29,9 @@ pub enum Request {
     /// The leader of `term` pushes an image to a follower (edges only) with the metadata the
     /// canonical signed; the body follows the header.
     Replicate { term: Term, meta: SignedMeta },
+    /// Replace the faults in the receiver's UDP socket (operators only; the default clears
+    /// them); answered by [`Response::Ack`].
+    NetFaults(NetFaults),
 }
 
 impl Request {
@@ -41,7 +45,9 @@ impl Request {
             Request::GetImage { .. } => UPSTREAM_BUDGET + HOP_ALLOWANCE,
             // The receiver reads a whole replica body before it acknowledges.
             Request::ImageSize { .. } | Request::Replicate { .. } => REQUEST_TIMEOUT,
-            Request::Status | Request::Ping | Request::Election(_) => HEADER_TIMEOUT,
+            Request::Status | Request::Ping | Request::Election(_) | Request::NetFaults(_) => {
+                HEADER_TIMEOUT
+            }
         }
     }
 
@@ -54,6 +60,7 @@ impl Request {
             Request::Ping => "ping",
             Request::Election(_) => "election",
             Request::Replicate { .. } => "replicate",
+            Request::NetFaults(_) => "net_faults",
         }
     }
 }

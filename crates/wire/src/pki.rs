@@ -36,6 +36,9 @@ pub enum Role {
     Canonical,
     /// A user's client.
     Client,
+    /// The operator's tools on the manager: the only role that may set network faults in a
+    /// member's socket ([`crate::message::Request::NetFaults`]).
+    Operator,
 }
 
 impl Role {
@@ -45,6 +48,7 @@ impl Role {
             Role::Node(index) => format!("node-{index}"),
             Role::Canonical => "canonical".to_string(),
             Role::Client => "client".to_string(),
+            Role::Operator => "operator".to_string(),
         }
     }
 
@@ -61,6 +65,7 @@ impl Role {
         match stem {
             "canonical" => Some(Role::Canonical),
             "client" => Some(Role::Client),
+            "operator" => Some(Role::Operator),
             _ => {
                 let digits = stem.strip_prefix("node-")?;
                 let index: u16 = digits.parse().ok()?;
@@ -187,7 +192,12 @@ mod tests {
 
     #[test]
     fn role_names_round_trip() {
-        for role in [Role::Node(NodeIndex(12)), Role::Canonical, Role::Client] {
+        for role in [
+            Role::Node(NodeIndex(12)),
+            Role::Canonical,
+            Role::Client,
+            Role::Operator,
+        ] {
             assert_eq!(Role::from_server_name(&role.server_name()), Some(role));
         }
         assert_eq!(Role::from_server_name("node-0.flotilla"), None);
