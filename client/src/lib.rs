@@ -26,6 +26,10 @@ use wire::{CacheOutcome, ImageId, ImageMeta, NodeIndex, NodeStatus, Role};
 
 /// Name of the client's credentials folder inside `.cluster/`.
 pub const CLIENT_CERTS_DIR: &str = "client";
+/// Name of the operator's credentials folder inside `.cluster/`: the certificate that may set
+/// faults in members' sockets (`client net-faults`, used by `cargo xtask partition` and
+/// `netem` on a swarm).
+pub const OPERATOR_CERTS_DIR: &str = "operator";
 
 /// A client failure, worded for the person at the terminal.
 #[derive(Debug, thiserror::Error)]
@@ -50,12 +54,17 @@ pub enum ClientError {
     Exhausted { id: ImageId, last: String },
     #[error("{0}")]
     Remote(String),
+    #[error("there is no member `{0}` in this cluster: name an edge index or `canonical`")]
+    NoSuchMember(String),
 }
 
 impl ClientError {
     /// Whether the failure lies in what the user asked for rather than in the cluster.
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, ClientError::NotFound(_))
+        matches!(
+            self,
+            ClientError::NotFound(_) | ClientError::NoSuchMember(_)
+        )
     }
 }
 
@@ -101,6 +110,46 @@ impl Client {
             detail: source.to_string(),
         })?;
         Client::with_credentials(cluster, &credentials, routing)
+    }
+
+    /// Loads the cluster description and the operator's certificate from `cluster_dir`: a
+    /// client that may also set members' socket faults ([`Client::set_net_faults`]).
+    pub fn open_as_operator(cluster_dir: &Path) -> Result<Client, ClientError> {
+        let cluster = ClusterFile::load(cluster_dir)?;
+        let certs = cluster_dir.join(OPERATOR_CERTS_DIR);
+        let credentials = Credentials::load(&certs).map_err(|source| {
+            ClientError::Remote(format!(
+                "loading the operator certificate from {}: {source}; re-run `cargo xtask up` to make it",
+                certs.display()
+            ))
+        })?;
+        Client::with_credentials(cluster, &credentials, Routing::Rendezvous)
+    }
+
+    /// Replaces the faults in the UDP socket of `member` (an edge index, or `canonical`) and
+    /// returns its name. Only a client opened with the operator's certificate is obeyed.
+    pub async fn set_net_faults(
+        &self,
+        member: &str,
+        faults: wire::NetFaults,
+    ) -> Result<String, ClientError> {
+        let index = match member {
+            "canonical" => Some(0),
+            other => other.parse::<u16>().ok().filter(|index| *index > 0),
+        };
+        let found = index.and_then(|index| {
+            std::iter::once(&self.cluster.canonical)
+                .chain(&self.cluster.nodes)
+                .find(|m| m.index == index)
+        });
+        let Some(found) = found else {
+            return Err(ClientError::NoSuchMember(member.to_string()));
+        };
+        let target = self.target(found).await;
+        match self.pool.set_net_faults(&target, faults).await {
+            Ok(()) => Ok(found.name.clone()),
+            Err(error) => Err(ClientError::Remote(format!("{}: {error}", found.name))),
+        }
     }
 
     /// A client for `cluster` using `credentials` (tests build these directly).

@@ -36,6 +36,27 @@ enum RoutingArg {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Set the faults in MEMBER's own UDP socket (edge index or `canonical`), replacing any
+    /// before; with no option, clear them. Needs the operator certificate (`.cluster/operator`);
+    /// `cargo xtask partition` and `netem` use this for swarm members on other machines.
+    NetFaults {
+        member: String,
+        /// Drop datagrams arriving from these addresses (IP, or IP:PORT; comma-separated).
+        #[arg(long, value_delimiter = ',', value_parser = parse_peer)]
+        drop_from: Vec<std::net::SocketAddr>,
+        /// Drop datagrams sent to these addresses instead of sending them.
+        #[arg(long, value_delimiter = ',', value_parser = parse_peer)]
+        drop_to: Vec<std::net::SocketAddr>,
+        /// Delay every datagram sent, in microseconds.
+        #[arg(long, default_value_t = 0)]
+        delay_us: u64,
+        /// Uniform jitter around the delay, in microseconds.
+        #[arg(long, default_value_t = 0)]
+        jitter_us: u64,
+        /// Share of sent datagrams lost, in parts per million.
+        #[arg(long, default_value_t = 0)]
+        loss_ppm: u32,
+    },
     /// Fetch image ID and save it (default: <ID>.<ext> in the current folder).
     GetImage {
         /// Negative numbers are taken as ids so that they are refused as ids, in one line.
@@ -108,6 +129,15 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
             "`{text}` is not a duration in seconds above 0 and at most {MAX_BENCH_SECONDS}"
         )),
     }
+}
+
+/// `10.0.1.3` (every port) or `10.0.1.3:7000`.
+fn parse_peer(text: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+        return Ok(std::net::SocketAddr::new(ip, 0));
+    }
+    text.parse()
+        .map_err(|_| format!("`{text}` is not an IP address or IP:PORT"))
 }
 
 fn parse_range(text: &str) -> Result<(u64, u64), String> {
@@ -205,6 +235,28 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         RoutingArg::Modulo => Routing::Modulo,
     };
     let dir = wire::cluster::find_dir(args.cluster.as_deref()).map_err(ClientError::from)?;
+    if let Command::NetFaults {
+        member,
+        drop_from,
+        drop_to,
+        delay_us,
+        jitter_us,
+        loss_ppm,
+    } = args.command
+    {
+        let faults = wire::NetFaults {
+            drop_from,
+            drop_to,
+            delay_us,
+            jitter_us,
+            loss_ppm,
+        };
+        let operator = Client::open_as_operator(&dir)?;
+        let described = faults.to_string();
+        let name = operator.set_net_faults(&member, faults).await?;
+        println!("{name}: {described}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let client = Client::open(&dir, routing)?;
     match args.command {
         Command::GetImage { id, output } => {
@@ -233,6 +285,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        // Answered above, with the operator's certificate.
+        Command::NetFaults { .. } => {}
         Command::Status { json } => {
             let probes = client.probe_all(false).await;
             print_probes(&probes, json, true)?;

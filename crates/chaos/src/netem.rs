@@ -72,6 +72,7 @@ pub fn install(
         return Ok(Shaping {
             shape,
             worker: None,
+            socket: false,
         });
     }
     let said = String::from_utf8_lossy(&output.stderr).trim().to_string();
@@ -97,6 +98,7 @@ pub fn install(
     Ok(Shaping {
         shape,
         worker: Some(worker),
+        socket: false,
     })
 }
 

@@ -69,11 +69,18 @@ pub struct Shaping {
     /// Host pid of the NFQUEUE worker, when the kernel has no netem qdisc.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<u32>,
+    /// Made by the fault layer in the member's own socket (a swarm member on another
+    /// machine), not in its network namespace.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub socket: bool,
 }
 
 impl Shaping {
     /// `tc netem` or `xtask's NFQUEUE worker (pid 123)`.
     pub fn mechanism(&self) -> String {
+        if self.socket {
+            return "the member's own socket, set with the operator certificate".to_string();
+        }
         match self.worker {
             None => "tc netem".to_string(),
             Some(pid) => format!("the NFQUEUE delayer, pid {pid}"),

@@ -1,9 +1,10 @@
 //! The cluster CA and one credentials folder per member, written under the cluster folder.
 //!
 //! Layout: `ca/{ca.pem,ca.key}` (host only, never mounted), `certs/<stem>/{ca.pem,cert.pem,
-//! key.pem}` per member (`canonical`, `node-3`), `client/{...}` for the client.
+//! key.pem}` per member (`canonical`, `node-3`), `client/{...}` for the client, `operator/{...}`
+//! for the operator (the only certificate members take socket faults from).
 //!
-//! Permissions: `ca/`, `certs/` and `client/` are 0700, so on the host only the user who ran
+//! Permissions: `ca/`, `certs/`, `client/` and `operator/` are 0700, so on the host only the user who ran
 //! `up` (and root) can reach any key. Inside `certs/`, each member folder is 0755 with a 0644
 //! key: a container mounts only its own folder, read-only, and runs as uid 65532, which reads
 //! the key as "other". This works whoever owns the files (root, a docker-group user, rootless
@@ -57,12 +58,20 @@ pub fn ensure_credentials(project: &Project, ca: &ClusterCa, roles: &[Role]) -> 
     }
     let client = project.client_certs();
     private_dir(&client)?;
-    ensure_folder(ca, Role::Client, &client, 0o700, 0o600)
+    ensure_folder(ca, Role::Client, &client, 0o700, 0o600)?;
+    // The operator's certificate sets faults in members' sockets; it stays on this machine.
+    let operator = project.operator_certs();
+    private_dir(&operator)?;
+    ensure_folder(ca, Role::Operator, &operator, 0o700, 0o600)
 }
 
 /// Removes every member's and the client's credentials (the CA stays).
 pub fn remove_credentials(project: &Project) -> anyhow::Result<()> {
-    for dir in [project.cluster_dir.join("certs"), project.client_certs()] {
+    for dir in [
+        project.cluster_dir.join("certs"),
+        project.client_certs(),
+        project.operator_certs(),
+    ] {
         match fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(e).with_context(|| format!("removing {}", dir.display()))
@@ -155,6 +164,11 @@ mod tests {
         );
         assert_eq!(mode(&project.cluster_dir.join("certs")), 0o700);
         assert_eq!(mode(&project.client_certs().join(KEY_FILE)), 0o600);
+        assert_eq!(
+            Credentials::load(&project.operator_certs()).unwrap().role,
+            Role::Operator
+        );
+        assert_eq!(mode(&project.operator_certs().join(KEY_FILE)), 0o600);
 
         // A second `up` reuses the CA and keeps existing certificates.
         let again = ensure_ca(&project).unwrap();

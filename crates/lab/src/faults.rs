@@ -1,6 +1,8 @@
 //! Faults on a running cluster, through its runtime: partitions and netem shapes are made in
 //! the members' network namespaces by `chaos`, recorded in the state, and restored whenever
-//! a member comes back in a fresh namespace (`up`, `restart`, `bench failover`).
+//! a member comes back in a fresh namespace (`up`, `restart`, `bench failover`). Where the
+//! runtime offers a `SocketRoute` (a swarm with a member on another machine), the same
+//! record is sent to the members' own sockets instead (`crate::socket_faults`).
 
 use anyhow::Context;
 use chaos::netem::{self, Delayer, DELAYER_BINARY};
@@ -20,6 +22,15 @@ pub fn partition(
     state: &mut State,
     cut: Cut,
 ) -> anyhow::Result<()> {
+    if let Some(route) = runtime.socket_route(sh, state)? {
+        let previous = state.cut();
+        state.set_cut(Some(cut));
+        let sent = route.apply(sh, state, None);
+        if sent.is_err() {
+            state.set_cut(previous);
+        }
+        return sent;
+    }
     let targets = nodes(runtime.fault_targets(sh, state, "partition")?);
     partition::apply(sh, &cut, &targets)?;
     state.set_cut(Some(cut));
@@ -29,6 +40,14 @@ pub fn partition(
 /// Removes any partition and forgets it in `state` (the caller saves); true when there
 /// was one.
 pub fn heal(sh: &Shell, runtime: &dyn Runtime, state: &mut State) -> anyhow::Result<bool> {
+    if let Some(route) = runtime.socket_route(sh, state)? {
+        // Every member is sent its share without a cut, whatever was recorded: a member
+        // that missed an earlier change is healed too.
+        let was = state.cut().is_some();
+        state.set_cut(None);
+        route.apply(sh, state, None)?;
+        return Ok(was);
+    }
     let targets = nodes(runtime.fault_targets(sh, state, "heal")?);
     let healed = partition::heal(sh, &targets)?;
     let was = state.cut().is_some();
@@ -46,6 +65,26 @@ pub fn shape(
     index: u16,
     shape: Shape,
 ) -> anyhow::Result<Shaping> {
+    if let Some(route) = runtime.socket_route(sh, state)? {
+        if !route.targets.iter().any(|t| t.index == index) {
+            running_target(sh, runtime, state, index, "netem")?;
+        }
+        let made = Shaping {
+            shape,
+            worker: None,
+            socket: true,
+        };
+        let previous = state.netem.insert(index, made);
+        let sent = route.apply(sh, state, Some(&[index]));
+        if let Err(error) = sent {
+            match previous {
+                Some(previous) => state.netem.insert(index, previous),
+                None => state.netem.remove(&index),
+            };
+            return Err(error);
+        }
+        return Ok(made);
+    }
     let target = running_target(sh, runtime, state, index, "netem")?;
     let previous = state.netem.remove(&index);
     let made = netem::install(sh, &target, previous.as_ref(), shape, || {
@@ -64,6 +103,13 @@ pub fn unshape(
     state: &mut State,
     index: u16,
 ) -> anyhow::Result<bool> {
+    if let Some(route) = runtime.socket_route(sh, state)? {
+        let recorded = state.netem.remove(&index);
+        if route.targets.iter().any(|t| t.index == index) {
+            route.apply(sh, state, Some(&[index]))?;
+        }
+        return Ok(recorded.is_some());
+    }
     let targets = runtime.fault_targets(sh, state, "netem")?;
     let recorded = state.netem.remove(&index);
     let removed = match targets.iter().find(|t| t.index == index) {
@@ -99,6 +145,14 @@ pub fn restore(
     started: &[u16],
 ) -> anyhow::Result<()> {
     if started.is_empty() {
+        return Ok(());
+    }
+    if let Some(route) = runtime.socket_route(sh, state)? {
+        // A fresh task starts with no socket faults and maybe a new address: every member
+        // is sent its share again (the cut names the new address).
+        if state.cut().is_some() || started.iter().any(|i| state.netem.contains_key(i)) {
+            route.apply(sh, state, None)?;
+        }
         return Ok(());
     }
     if let Some(cut) = state.cut() {

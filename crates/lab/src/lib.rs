@@ -23,6 +23,7 @@ pub mod runtime;
 pub mod scenario;
 pub mod scrape;
 pub mod soak;
+pub mod socket_faults;
 pub mod state;
 pub mod swarm;
 pub mod time;

@@ -97,6 +97,11 @@ impl Project {
         self.cluster_dir.join("certs").join(stem)
     }
 
+    /// Host folder holding the operator's credentials (never mounted into a member).
+    pub fn operator_certs(&self) -> PathBuf {
+        self.cluster_dir.join("operator")
+    }
+
     /// Host folder holding the client's credentials.
     pub fn client_certs(&self) -> PathBuf {
         self.cluster_dir.join("client")

@@ -446,6 +446,7 @@ mod tests {
                         loss_ppm: 0,
                     },
                     worker: Some(42),
+                    socket: false,
                 },
             )]
             .into(),

@@ -184,6 +184,17 @@ pub trait Runtime {
         command: &str,
     ) -> anyhow::Result<Vec<FaultTarget>>;
 
+    /// The members whose faults go through their own sockets (an operator's request) instead
+    /// of their network namespaces, or `None` where [`Runtime::fault_targets`] serves: a
+    /// swarm with a member on another machine routes every member this way.
+    fn socket_route(
+        &self,
+        _sh: &Shell,
+        _state: &State,
+    ) -> anyhow::Result<Option<crate::socket_faults::SocketRoute>> {
+        Ok(None)
+    }
+
     /// Whether [`Runtime::exit_time`] can say when a member exited.
     fn records_exit_times(&self) -> bool {
         false

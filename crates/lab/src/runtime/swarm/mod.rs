@@ -487,6 +487,36 @@ impl Runtime for SwarmRuntime {
             .collect())
     }
 
+    fn socket_route(
+        &self,
+        sh: &Shell,
+        state: &State,
+    ) -> anyhow::Result<Option<crate::socket_faults::SocketRoute>> {
+        let network = docker::network_name(&state.prefix);
+        let live = self.live(sh, state)?;
+        if !live
+            .iter()
+            .any(|(_, live)| !live.local && live.status().is_alive())
+        {
+            return Ok(None);
+        }
+        let targets = live
+            .into_iter()
+            .filter(|(_, live)| live.status().is_alive())
+            .map(|(index, live)| FaultTarget {
+                index,
+                name: live.service.name.clone(),
+                pid: live.pid(),
+                ip: live.task.and_then(|t| t.addresses.get(&network).cloned()),
+            })
+            .collect();
+        Ok(Some(crate::socket_faults::SocketRoute {
+            client: crate::client::binary(&self.project)?,
+            cluster_dir: self.project.cluster_dir.clone(),
+            targets,
+        }))
+    }
+
     fn records_exit_times(&self) -> bool {
         true
     }
