@@ -325,6 +325,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
                 b"node-3.flotilla".to_vec(),
                 b"canonical.flotilla".to_vec(),
                 b"client.flotilla".to_vec(),
+                b"operator.flotilla".to_vec(),
             ],
         ),
         (
