@@ -40,8 +40,11 @@ impl Netem {
         let word = target_word(self.target);
         if self.clear {
             let runtime = cluster.runtime.as_ref();
-            let removed = faults::unshape(sh, runtime, &mut cluster.state, member.index)?;
+            let removed = faults::unshape(sh, runtime, &mut cluster.state, member.index);
+            // Saved either way: the record is gone even when the member could not be told
+            // (then `restart` starts it without the shape).
             cluster.save()?;
+            let removed = removed?;
             match removed {
                 true => println!("cleared netem on {}", member.label()),
                 false => println!("{} had no netem; nothing to clear", member.label()),
