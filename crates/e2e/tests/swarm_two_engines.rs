@@ -277,6 +277,17 @@ fn a_cluster_across_two_engines_keeps_serving_when_one_loses_every_task() -> any
         .join("flotilla-e2e")
         .join("second-engine");
     let _ = std::fs::remove_dir_all(&dir);
+    // The second engine is given this checkout's images, so they are built before they are
+    // copied (`up` builds them only later); an older image there would run older nodes.
+    let built = e2e::cluster::xtask_for(&dir)?
+        .arg("build")
+        .output()
+        .context("running `cargo xtask build`")?;
+    anyhow::ensure!(
+        built.status.success(),
+        "`cargo xtask build` failed: {}",
+        String::from_utf8_lossy(&built.stderr).trim()
+    );
     // Declared before the cluster, so dropped after its `down`.
     let engine = SecondEngine::start(sh, dir)?;
     let cluster = Cluster::start_on("two_engines", "swarm", &[])?;
