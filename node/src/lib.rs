@@ -183,7 +183,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
         config.index,
         &peers.members(),
         config.election.clone(),
-        Arc::new(QuicTransport::new(peers.clone())),
+        Arc::new(QuicTransport::new(peers.clone(), metrics.clone())),
         shutdown.clone(),
     );
     tokio::spawn(publish_election_metrics(
