@@ -17,13 +17,13 @@ use crate::state::{RuntimeKind, State};
 /// A running bench cluster, stopped and removed when dropped.
 pub struct Cluster {
     xtask: PathBuf,
-    dir: PathBuf,
+    pub dir: PathBuf,
     pub runtime: RuntimeKind,
 }
 
 impl Cluster {
-    /// Starts the canonical and one edge on `runtime` with `objects` as its images, named
-    /// `prefix`, recorded in `dir`; pins them to `core`.
+    /// Starts the canonical and `nodes` edges on `runtime` with `objects` as its images,
+    /// named `prefix`, recorded in `dir`; pins them to `core` if given.
     pub fn up(
         sh: &Shell,
         xtask: &Path,
@@ -31,7 +31,8 @@ impl Cluster {
         prefix: &str,
         runtime: RuntimeKind,
         objects: &Path,
-        core: usize,
+        nodes: u16,
+        core: Option<usize>,
     ) -> anyhow::Result<Cluster> {
         // What an interrupted run left behind goes first; its catalogs with it.
         if dir.join("state.json").exists() {
@@ -45,16 +46,19 @@ impl Cluster {
             runtime,
         };
         let runtime_word = runtime.to_string();
+        let nodes = nodes.to_string();
         cmd!(
             sh,
-            "{xtask} up 1 --runtime {runtime_word} --name {prefix} --images {objects}"
+            "{xtask} up {nodes} --runtime {runtime_word} --name {prefix} --images {objects}"
         )
         .env(CLUSTER_ENV, dir)
         .quiet()
         .ignore_stdout()
         .run()
         .with_context(|| format!("starting the {runtime} bench cluster `{prefix}`"))?;
-        cluster.pin(sh, core)?;
+        if let Some(core) = core {
+            cluster.pin(sh, core)?;
+        }
         Ok(cluster)
     }
 

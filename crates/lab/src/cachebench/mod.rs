@@ -5,7 +5,7 @@
 //! that failed, is reported as such and the run fails.
 
 mod floors;
-mod flotilla;
+pub mod flotilla;
 mod nginx;
 mod sizes;
 mod table;
@@ -211,7 +211,8 @@ pub fn run(sh: &Shell, project: &Project, config: &Config) -> anyhow::Result<Rep
             &name,
             *runtime,
             &objects,
-            SERVER_CORE,
+            1,
+            Some(SERVER_CORE),
         );
         let cluster = match cluster {
             Ok(cluster) => cluster,
