@@ -243,11 +243,20 @@ pub fn run(
             config.load_seconds,
             LOAD_POLL.as_millis()
         ));
-        Some(load_phase(state, client, &project.cluster_dir, config)?)
+        let load = load_phase(state, client, &project.cluster_dir, config)?;
+        progress(&format!(
+            "full load done: {} reads ({} failed), {:.0} req/s, p99 {:.1} ms; {} polls ({} unanswered): {} new terms, {} leader changes",
+            load.requests, load.errors, load.requests_per_second, load.p99_ms, load.polls,
+            load.unanswered_polls, load.new_terms, load.leader_changes
+        ));
+        Some(load)
     } else {
         None
     };
-    progress(&format!("{} leader kills under a client loop", config.kills));
+    progress(&format!(
+        "{} leader kills under a client loop",
+        config.kills
+    ));
     let loop_reads = ReadLoop::start(&read_config);
     let measured = measure(sh, project, runtime, state, config.kills, |n, round| {
         let messages = round

@@ -22,7 +22,7 @@ use rand::{RngCore, SeedableRng};
 use serde::Serialize;
 use xshell::Shell;
 
-use crate::cachebench::flotilla::Cluster;
+use crate::cachebench::flotilla::{Cluster, Spec};
 use crate::failover;
 use crate::project::Project;
 use crate::reads;
@@ -96,11 +96,13 @@ pub fn run(sh: &Shell, project: &Project, config: &Config) -> anyhow::Result<Rep
         sh,
         &config.xtask,
         &work.join("cluster"),
-        &config.prefix,
-        config.runtime,
-        &objects,
-        config.nodes,
-        None,
+        &Spec {
+            prefix: &config.prefix,
+            runtime: config.runtime,
+            objects: &objects,
+            nodes: config.nodes,
+            core: None,
+        },
     )?;
     let state = State::require(&cluster.dir)?;
     let all: Vec<u16> = state.nodes().map(|n| n.index).collect();
@@ -129,10 +131,7 @@ pub fn run(sh: &Shell, project: &Project, config: &Config) -> anyhow::Result<Rep
     let fanouts = metrics.sum(&format!("{name}_count"), &[]) as u64;
     let total_seconds = metrics.sum(&format!("{name}_sum"), &[]);
     let pushes = |outcome: &str| {
-        metrics.sum(
-            "flotilla_replication_pushes_total",
-            &[("outcome", outcome)],
-        ) as u64
+        metrics.sum("flotilla_replication_pushes_total", &[("outcome", outcome)]) as u64
     };
     let report = Report {
         nodes: config.nodes,

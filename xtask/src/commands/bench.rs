@@ -246,7 +246,11 @@ impl Failover {
                 report.reads.first_failure.clone().unwrap_or_default()
             ));
         }
-        if let Some(load) = report.load.as_ref().filter(|l| l.new_terms + l.leader_changes > 0) {
+        if let Some(load) = report
+            .load
+            .as_ref()
+            .filter(|l| l.new_terms + l.leader_changes > 0)
+        {
             problems.push(format!(
                 "the leader changed under load ({} new terms, {} changes of a node's view)",
                 load.new_terms, load.leader_changes

@@ -14,6 +14,17 @@ use xshell::{cmd, Shell};
 use super::Cell;
 use crate::state::{RuntimeKind, State};
 
+/// What a bench cluster is: the canonical and `nodes` edges on `runtime`, named `prefix`,
+/// serving `objects`, all pinned to `core` if given.
+#[derive(Clone, Copy, Debug)]
+pub struct Spec<'a> {
+    pub prefix: &'a str,
+    pub runtime: RuntimeKind,
+    pub objects: &'a Path,
+    pub nodes: u16,
+    pub core: Option<usize>,
+}
+
 /// A running bench cluster, stopped and removed when dropped.
 pub struct Cluster {
     xtask: PathBuf,
@@ -22,18 +33,15 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts the canonical and `nodes` edges on `runtime` with `objects` as its images,
-    /// named `prefix`, recorded in `dir`; pins them to `core` if given.
-    pub fn up(
-        sh: &Shell,
-        xtask: &Path,
-        dir: &Path,
-        prefix: &str,
-        runtime: RuntimeKind,
-        objects: &Path,
-        nodes: u16,
-        core: Option<usize>,
-    ) -> anyhow::Result<Cluster> {
+    /// Starts the cluster `spec` describes, recorded in `dir`.
+    pub fn up(sh: &Shell, xtask: &Path, dir: &Path, spec: &Spec<'_>) -> anyhow::Result<Cluster> {
+        let Spec {
+            prefix,
+            runtime,
+            objects,
+            nodes,
+            core,
+        } = *spec;
         // What an interrupted run left behind goes first; its catalogs with it.
         if dir.join("state.json").exists() {
             down(xtask, dir);

@@ -208,11 +208,13 @@ pub fn run(sh: &Shell, project: &Project, config: &Config) -> anyhow::Result<Rep
             sh,
             &config.xtask,
             &work.join(format!("cluster-{runtime}")),
-            &name,
-            *runtime,
-            &objects,
-            1,
-            Some(SERVER_CORE),
+            &flotilla::Spec {
+                prefix: &name,
+                runtime: *runtime,
+                objects: &objects,
+                nodes: 1,
+                core: Some(SERVER_CORE),
+            },
         );
         let cluster = match cluster {
             Ok(cluster) => cluster,
