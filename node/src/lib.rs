@@ -58,7 +58,7 @@ pub struct Config {
     /// How many edges should hold each image the leader fetches.
     pub replicas: usize,
     pub credentials: Credentials,
-    /// Election timing; `election::Config::default()` replaces a dead leader in about a second.
+    /// Election timing; `election::Config::default()` replaces a dead leader in about 300 ms.
     pub election: election::Config,
 }
 
