@@ -25,7 +25,8 @@ pub struct Bench {
 enum Which {
     /// Cache hits per second, Flotilla beside nginx proxy_cache over TLS 1.3, side by side.
     Cache(Cache),
-    /// Kill the leader again and again; time until the survivors agree on a new one.
+    /// A minute of full load watched for leader changes, then kill the leader again and again
+    /// under a client loop; time until the survivors agree on a new one (Docker runtime).
     Failover(Failover),
     /// Time the leader's replication of images it fetched to their replicas.
     Fanout(Fanout),
