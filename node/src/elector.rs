@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use wire::election::ElectionMessage;
 use wire::NodeIndex;
 
+use crate::metrics::NodeMetrics;
 use crate::peers::Peers;
 
 /// Election messages in flight to one peer at once; beyond this, new ones are dropped (the
@@ -133,16 +134,21 @@ impl Elector {
 pub struct QuicTransport {
     peers: Arc<Peers>,
     in_flight: BTreeMap<NodeIndex, Arc<Semaphore>>,
+    metrics: Arc<NodeMetrics>,
 }
 
 impl QuicTransport {
-    pub fn new(peers: Arc<Peers>) -> QuicTransport {
+    pub fn new(peers: Arc<Peers>, metrics: Arc<NodeMetrics>) -> QuicTransport {
         let in_flight = peers
             .members()
             .into_iter()
             .map(|member| (member, Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_PEER))))
             .collect();
-        QuicTransport { peers, in_flight }
+        QuicTransport {
+            peers,
+            in_flight,
+            metrics,
+        }
     }
 }
 
@@ -156,6 +162,7 @@ impl Transport for QuicTransport {
             tracing::debug!(%to, "election outbox full; dropping a message");
             return;
         };
+        self.metrics.election_messages.sent(message.kind);
         let peers = self.peers.clone();
         tokio::spawn(async move {
             let sent =

@@ -295,6 +295,8 @@ impl Node {
     /// (counting this one) hold it.
     async fn replicate(self: Arc<Self>, image: CachedImage, term: Term, requester: Role) {
         let members = self.peers.members();
+        let started = Instant::now();
+        let mut pushed = false;
         let mut holders = 0;
         for edge in rank(image.meta.id, &members, Routing::Rendezvous) {
             if holders >= self.config.replicas {
@@ -308,6 +310,7 @@ impl Node {
             let Some(target) = self.peers.edge(edge) else {
                 continue;
             };
+            pushed = true;
             let meta = image.meta.signed().clone();
             let push = self
                 .peers
@@ -327,6 +330,12 @@ impl Node {
                     tracing::debug!(%edge, id = %image.meta.id, "replication push timed out");
                 }
             }
+        }
+        if pushed {
+            // The whole fan-out, as a replica set waits for it: every push, one after another.
+            self.metrics
+                .replication_fanout
+                .record(started.elapsed().as_secs_f64());
         }
     }
 }

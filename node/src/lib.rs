@@ -58,7 +58,7 @@ pub struct Config {
     /// How many edges should hold each image the leader fetches.
     pub replicas: usize,
     pub credentials: Credentials,
-    /// Election timing; `election::Config::default()` replaces a dead leader in about a second.
+    /// Election timing; `election::Config::default()` replaces a dead leader in about 300 ms.
     pub election: election::Config,
 }
 
@@ -186,7 +186,7 @@ pub async fn start(mut config: Config, shutdown: CancellationToken) -> anyhow::R
         config.index,
         &peers.members(),
         config.election.clone(),
-        Arc::new(QuicTransport::new(peers.clone())),
+        Arc::new(QuicTransport::new(peers.clone(), metrics.clone())),
         shutdown.clone(),
     );
     tokio::spawn(publish_election_metrics(

@@ -1,8 +1,9 @@
 //! The edge's Prometheus metrics. Handles are registered once at start-up; the hot path only
 //! increments atomics.
 
-use metrics::{Counter, Gauge};
+use metrics::{Counter, Gauge, Histogram};
 use net::metrics::Registry;
+use wire::election::ElectionKind;
 use wire::{ElectionRole, NodeIndex};
 
 /// Every metric an edge exports.
@@ -22,6 +23,61 @@ pub struct NodeMetrics {
     pub leader_index: Gauge,
     pub is_leader: Gauge,
     pub is_candidate: Gauge,
+    /// Election messages by direction and kind (`flotilla_election_messages_total`).
+    pub election_messages: ElectionMessages,
+    /// Seconds the leader took to push one image it fetched to all the replicas it pushed
+    /// to, one after another (`flotilla_replication_fanout_seconds`).
+    pub replication_fanout: Histogram,
+}
+
+/// `flotilla_election_messages_total{direction, kind}`: one handle per pair, registered at
+/// start-up, so counting a heartbeat is one atomic increment.
+pub struct ElectionMessages {
+    sent: [Counter; ElectionKind::ALL.len()],
+    received: [Counter; ElectionKind::ALL.len()],
+}
+
+impl ElectionMessages {
+    fn new(registry: &Registry) -> ElectionMessages {
+        let handles = |direction: &'static str| {
+            ElectionKind::ALL.map(|kind| {
+                registry.counter(
+                    "flotilla_election_messages_total",
+                    "Election messages handed to the network (sent) or taken in (received), by kind",
+                    &[
+                        ("direction", direction.to_string()),
+                        ("kind", kind.name().to_string()),
+                    ],
+                )
+            })
+        };
+        ElectionMessages {
+            sent: handles("sent"),
+            received: handles("received"),
+        }
+    }
+
+    fn slot(kind: ElectionKind) -> usize {
+        // `ALL` holds one of each kind in this order.
+        match kind {
+            ElectionKind::Election => 0,
+            ElectionKind::Alive => 1,
+            ElectionKind::VoteRequest => 2,
+            ElectionKind::Vote { .. } => 3,
+            ElectionKind::Heartbeat => 4,
+            ElectionKind::HeartbeatAck => 5,
+        }
+    }
+
+    /// Counts one message of `kind` handed to the network.
+    pub fn sent(&self, kind: ElectionKind) {
+        self.sent[Self::slot(kind)].increment(1);
+    }
+
+    /// Counts one message of `kind` received from an edge.
+    pub fn received(&self, kind: ElectionKind) {
+        self.received[Self::slot(kind)].increment(1);
+    }
 }
 
 impl NodeMetrics {
@@ -82,6 +138,12 @@ impl NodeMetrics {
             is_candidate: registry.gauge(
                 "flotilla_is_candidate",
                 "1 while this node is electing (probing higher nodes or collecting votes)",
+                &[],
+            ),
+            election_messages: ElectionMessages::new(&registry),
+            replication_fanout: registry.histogram(
+                "flotilla_replication_fanout_seconds",
+                "Seconds the leader took to push an image it fetched to all its replicas (a summary over the last minute)",
                 &[],
             ),
             registry,

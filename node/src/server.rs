@@ -76,6 +76,7 @@ impl Handler for Node {
             }
             Request::Election(message) => {
                 let Role::Node(from) = peer else { return };
+                self.metrics.election_messages.received(message.kind);
                 self.on_election_message(from, message);
                 reply(&mut send, &Response::Ack).await;
                 "ok"

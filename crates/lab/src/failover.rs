@@ -11,15 +11,25 @@
 //! the CLI's own latency (hundreds of milliseconds on a busy two-core machine, and varying;
 //! the signal lands somewhere inside it). Then the killed node is started again and the
 //! round ends when it leads again, as Bully wants.
+//!
+//! [`run`] is the whole `bench failover`: a full-load phase first (`client bench` at
+//! concurrency 16 for a minute, every node's election view polled all along: any new term
+//! or lost leader is an election nobody asked for), then the kills under a client loop whose
+//! failed reads are counted. Each round also counts the election messages the survivors
+//! sent to elect the new leader (`flotilla_election_messages_total`, heartbeats and their
+//! acknowledgements left out).
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use xshell::Shell;
 
 use crate::faults;
 use crate::project::Project;
+use crate::reads::{self, ReadLoop, Reads};
 use crate::runtime::Runtime;
 use crate::scrape;
 use crate::state::State;
@@ -32,6 +42,14 @@ const SCRAPE_TIMEOUT: Duration = Duration::from_millis(500);
 const FAILOVER_DEADLINE: Duration = Duration::from_secs(30);
 /// How long a restarted node may take to answer and lead again.
 const RETURN_DEADLINE: Duration = Duration::from_secs(60);
+/// How long after the agreement late election messages (votes of the slower survivors,
+/// their catch-up probes) still count towards the round's election.
+const MESSAGE_SETTLE: Duration = Duration::from_millis(300);
+/// Pause between two polls of every node during the full-load phase: shorter than any
+/// election, so none passes unseen.
+const LOAD_POLL: Duration = Duration::from_millis(50);
+/// Election message kinds that elect (heartbeats and their acknowledgements keep a leader).
+const ELECTING_KINDS: [&str; 4] = ["election", "alive", "vote_request", "vote"];
 
 /// One node's election view, from its metrics.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -54,6 +72,10 @@ pub struct Round {
     pub failover_ms: f64,
     /// How long the kill command took to return.
     pub kill_command_ms: f64,
+    /// Election messages (probes, alives, vote requests, votes) the survivors sent from just
+    /// before the kill to shortly after the agreement; `None` when the nodes do not count
+    /// them.
+    pub election_messages: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -65,6 +87,8 @@ pub struct Report {
     pub mean_ms: f64,
     /// Slowest return of the kill command, for comparison.
     pub kill_command_max_ms: f64,
+    /// Median of the rounds' election messages, when the nodes count them.
+    pub election_messages_median: Option<f64>,
     pub rounds: Vec<Round>,
 }
 
@@ -92,10 +116,11 @@ pub fn measure(
     let mut rounds = Vec::new();
     for round in 1..=kills {
         let member = state.member_by_index(leader)?.clone();
+        let survivors: Vec<u16> = all.iter().copied().filter(|i| *i != leader).collect();
+        let messages_before = electing_messages_sent(state, &survivors);
         let kill_issued = Instant::now();
         runtime.kill(sh, &member)?;
         let kill_command = kill_issued.elapsed();
-        let survivors: Vec<u16> = all.iter().copied().filter(|i| *i != leader).collect();
         let waited = wait_for_leader(state, &survivors, Some(term), FAILOVER_DEADLINE);
         let (new_leader, new_term) = waited.map_err(|e| {
             e.context(format!(
@@ -104,6 +129,8 @@ pub fn measure(
             ))
         })?;
         let agreed_at = SystemTime::now();
+        std::thread::sleep(MESSAGE_SETTLE);
+        let messages_after = electing_messages_sent(state, &survivors);
         let exited_at = runtime.exit_time(sh, &member)?;
         let failover = agreed_at.duration_since(exited_at).with_context(|| {
             format!(
@@ -118,6 +145,9 @@ pub fn measure(
             new_term,
             failover_ms: failover.as_secs_f64() * 1e3,
             kill_command_ms: kill_command.as_secs_f64() * 1e3,
+            election_messages: messages_before
+                .zip(messages_after)
+                .map(|(before, after)| after.saturating_sub(before)),
         };
         on_round(round, &measured);
         rounds.push(measured);
@@ -132,6 +162,254 @@ pub fn measure(
         }
     }
     Ok(summarize(rounds))
+}
+
+/// What `bench failover` runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub kills: u32,
+    /// Length of the full-load phase; 0 skips it.
+    pub load_seconds: u32,
+    /// Requests in flight at once during the full-load phase.
+    pub load_concurrency: u32,
+    /// Image ids both phases read (inclusive).
+    pub ids: (u64, u64),
+}
+
+/// The full-load phase: a steady cluster under `client bench`, watched for elections.
+#[derive(Debug, Serialize)]
+pub struct LoadPhase {
+    pub seconds: f64,
+    pub concurrency: u32,
+    pub requests: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub requests_per_second: f64,
+    pub p99_ms: f64,
+    /// Polls of every node's view.
+    pub polls: u64,
+    /// Polls at which some node did not answer its metrics in time (a busy node, not an
+    /// election).
+    pub unanswered_polls: u64,
+    /// Terms any node was seen in after the first poll: each is an election.
+    pub new_terms: u64,
+    /// Times a node's (term, leader) differed from its previous poll, losing the leader
+    /// included: 0 on a cluster that kept its leader.
+    pub leader_changes: u64,
+    /// The leader and term at the start.
+    pub leader: u16,
+    pub term: u64,
+}
+
+/// The whole `bench failover`.
+#[derive(Debug, Serialize)]
+pub struct FullReport {
+    pub load: Option<LoadPhase>,
+    pub failover: Report,
+    /// The client loop through the kills: every read must succeed (a majority is always up).
+    pub reads: Reads,
+}
+
+/// Runs the full-load phase (unless `load_seconds` is 0) and then `kills` leader kills under
+/// a client loop, on `state`'s running cluster. `progress` gets one line per event.
+pub fn run(
+    sh: &Shell,
+    project: &Project,
+    runtime: &dyn Runtime,
+    state: &mut State,
+    client: &Path,
+    config: &Config,
+    mut progress: impl FnMut(&str),
+) -> anyhow::Result<FullReport> {
+    anyhow::ensure!(
+        runtime.records_exit_times(),
+        "`bench failover` times exits the engine records: start the cluster with `cargo xtask up N --runtime docker`"
+    );
+    let read_config = reads::config(client, &project.cluster_dir, config.ids, 1);
+    progress(&format!(
+        "warming the caches (ids {}..{} once)",
+        config.ids.0, config.ids.1
+    ));
+    let warm = reads::sweep(&read_config)?;
+    anyhow::ensure!(
+        warm.failed == 0,
+        "the cluster failed reads before any kill: {}",
+        warm.first_failure.unwrap_or_default()
+    );
+    let load = if config.load_seconds > 0 {
+        progress(&format!(
+            "full load: client bench at concurrency {} for {} s, every node's term and leader polled every {} ms",
+            config.load_concurrency,
+            config.load_seconds,
+            LOAD_POLL.as_millis()
+        ));
+        let load = load_phase(state, client, &project.cluster_dir, config)?;
+        progress(&format!(
+            "full load done: {} reads ({} failed), {:.0} req/s, p99 {:.1} ms; {} polls ({} unanswered): {} new terms, {} leader changes",
+            load.requests, load.errors, load.requests_per_second, load.p99_ms, load.polls,
+            load.unanswered_polls, load.new_terms, load.leader_changes
+        ));
+        Some(load)
+    } else {
+        None
+    };
+    progress(&format!(
+        "{} leader kills under a client loop",
+        config.kills
+    ));
+    let loop_reads = ReadLoop::start(&read_config);
+    let measured = measure(sh, project, runtime, state, config.kills, |n, round| {
+        let messages = round
+            .election_messages
+            .map_or_else(|| "not counted".to_string(), |m| m.to_string());
+        progress(&format!(
+            "kill {n:>3}: node {} (led term {}) -> node {} leads term {} {:.0} ms after the exit (kill command {:.0} ms; election messages {messages})",
+            round.killed, round.old_term, round.new_leader, round.new_term, round.failover_ms, round.kill_command_ms
+        ));
+    });
+    let reads = loop_reads.stop();
+    Ok(FullReport {
+        load,
+        failover: measured?,
+        reads,
+    })
+}
+
+/// What `client bench --json` prints that the full-load phase reads.
+#[derive(Deserialize)]
+struct LoadRun {
+    requests: u64,
+    errors: u64,
+    first_error: Option<String>,
+    requests_per_second: f64,
+    p99_ms: f64,
+}
+
+/// `client bench` for `load_seconds` while every node's view is polled.
+fn load_phase(
+    state: &State,
+    client: &Path,
+    cluster_dir: &Path,
+    config: &Config,
+) -> anyhow::Result<LoadPhase> {
+    let all: Vec<u16> = state.nodes().map(|n| n.index).collect();
+    let (leader, term) = wait_for_leader(state, &all, None, RETURN_DEADLINE)
+        .map_err(|e| e.context("the cluster has no agreed leader to start the load from"))?;
+    let mut bench = std::process::Command::new(client)
+        .arg("bench")
+        .args(["--seconds", &config.load_seconds.to_string()])
+        .args(["--concurrency", &config.load_concurrency.to_string()])
+        .args(["--ids", &format!("{}..{}", config.ids.0, config.ids.1)])
+        .arg("--json")
+        .arg("--cluster")
+        .arg(cluster_dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {}", client.display()))?;
+    let mut watch = ViewWatch::default();
+    let started = Instant::now();
+    loop {
+        match bench.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) => {}
+            Err(error) => return Err(error).context("waiting for client bench"),
+        }
+        watch.poll(state, &all);
+        std::thread::sleep(LOAD_POLL);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let output = bench.wait_with_output().context("reading client bench")?;
+    let run: LoadRun = serde_json::from_slice(&output.stdout).map_err(|_| {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        anyhow::anyhow!(
+            "`client bench` printed no report: {}",
+            stderr.lines().last().unwrap_or("no output").trim()
+        )
+    })?;
+    Ok(LoadPhase {
+        seconds,
+        concurrency: config.load_concurrency,
+        requests: run.requests,
+        errors: run.errors,
+        first_error: run.first_error,
+        requests_per_second: run.requests_per_second,
+        p99_ms: run.p99_ms,
+        polls: watch.polls,
+        unanswered_polls: watch.unanswered,
+        new_terms: watch.new_terms(),
+        leader_changes: watch.changes,
+        leader,
+        term,
+    })
+}
+
+/// Every node's (term, leader) over a run of polls.
+#[derive(Default)]
+struct ViewWatch {
+    polls: u64,
+    unanswered: u64,
+    changes: u64,
+    last: BTreeMap<u16, (u64, u16)>,
+    terms: BTreeSet<u64>,
+    first_terms: Option<BTreeSet<u64>>,
+}
+
+impl ViewWatch {
+    fn poll(&mut self, state: &State, indices: &[u16]) {
+        self.polls += 1;
+        let mut answered = Vec::new();
+        for index in indices {
+            match views(state, &[*index]) {
+                Ok(mut view) => answered.append(&mut view),
+                Err(_) => self.unanswered += 1,
+            }
+        }
+        self.record(&answered);
+    }
+
+    fn record(&mut self, views: &[View]) {
+        for view in views {
+            let now = (view.term, view.leader);
+            if let Some(before) = self.last.insert(view.index, now) {
+                if before != now {
+                    self.changes += 1;
+                }
+            }
+            self.terms.insert(view.term);
+        }
+        if self.first_terms.is_none() {
+            self.first_terms = Some(self.terms.clone());
+        }
+    }
+
+    /// Terms seen that no node was in at the first poll.
+    fn new_terms(&self) -> u64 {
+        let first = self.first_terms.clone().unwrap_or_default();
+        self.terms.difference(&first).count() as u64
+    }
+}
+
+/// Election messages of the electing kinds that `indices` have sent in all, or `None` when
+/// one does not answer or does not count them.
+fn electing_messages_sent(state: &State, indices: &[u16]) -> Option<u64> {
+    let mut total = 0.0;
+    for index in indices {
+        let member = state.member_by_index(*index).ok()?;
+        let metrics = scrape::fetch(&member.metrics_url(), SCRAPE_TIMEOUT).ok()?;
+        metrics
+            .samples
+            .iter()
+            .any(|s| s.name == "flotilla_election_messages_total")
+            .then_some(())?;
+        for kind in ELECTING_KINDS {
+            total += metrics.sum(
+                "flotilla_election_messages_total",
+                &[("direction", "sent"), ("kind", kind)],
+            );
+        }
+    }
+    Some(total as u64)
 }
 
 /// Polls `indices` until all answer and name one leader, in a term above `above` if given,
@@ -216,21 +494,34 @@ fn agreement(views: &[View], above: Option<u64>) -> Option<(u16, u64)> {
     agreed.then_some((leader, first.term))
 }
 
+/// The median of `values` (0 for none).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
 fn summarize(rounds: Vec<Round>) -> Report {
     let mut times: Vec<f64> = rounds.iter().map(|r| r.failover_ms).collect();
     times.sort_by(f64::total_cmp);
-    let median = match times.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => times[n / 2],
-        n => (times[n / 2 - 1] + times[n / 2]) / 2.0,
-    };
+    let median_ms = median(times.clone());
     Report {
         kills: times.len(),
         min_ms: times.first().copied().unwrap_or(0.0),
-        median_ms: median,
+        median_ms,
         max_ms: times.last().copied().unwrap_or(0.0),
         mean_ms: times.iter().sum::<f64>() / times.len().max(1) as f64,
         kill_command_max_ms: rounds.iter().map(|r| r.kill_command_ms).fold(0.0, f64::max),
+        election_messages_median: {
+            let counts: Option<Vec<f64>> = rounds
+                .iter()
+                .map(|r| r.election_messages.map(|m| m as f64))
+                .collect();
+            counts.filter(|c| !c.is_empty()).map(median)
+        },
         rounds,
     }
 }
@@ -260,6 +551,18 @@ mod tests {
     }
 
     #[test]
+    fn the_load_watch_counts_every_change_of_term_or_leader_and_each_new_term() {
+        let mut watch = ViewWatch::default();
+        watch.record(&[view(1, 5, 5), view(2, 5, 5), view(5, 5, 5)]);
+        watch.record(&[view(1, 5, 5), view(2, 5, 5), view(5, 5, 5)]);
+        assert_eq!((watch.changes, watch.new_terms()), (0, 0));
+        // Node 2 lost the leader for a moment, then all moved to term 10 under node 5.
+        watch.record(&[view(1, 5, 5), view(2, 5, 0), view(5, 5, 5)]);
+        watch.record(&[view(1, 10, 5), view(2, 10, 5), view(5, 10, 5)]);
+        assert_eq!((watch.changes, watch.new_terms()), (4, 1));
+    }
+
+    #[test]
     fn summaries_have_the_median() {
         let round = |ms: f64| Round {
             killed: 5,
@@ -268,6 +571,7 @@ mod tests {
             new_term: 9,
             failover_ms: ms,
             kill_command_ms: 50.0,
+            election_messages: Some(ms as u64 / 100),
         };
         let report = summarize(vec![round(700.0), round(500.0), round(900.0), round(600.0)]);
         assert_eq!(
@@ -275,5 +579,6 @@ mod tests {
             (500.0, 650.0, 900.0)
         );
         assert_eq!(report.mean_ms, 675.0);
+        assert_eq!(report.election_messages_median, Some(6.5));
     }
 }

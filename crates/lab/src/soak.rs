@@ -19,8 +19,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -29,12 +27,13 @@ use chaos::shape::Shape;
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use xshell::Shell;
 
 use crate::failover;
 use crate::faults;
 use crate::project::Project;
+use crate::reads::{self, ReadLoop, Reads};
 use crate::runtime::Runtime;
 use crate::scrape;
 use crate::state::State;
@@ -43,10 +42,6 @@ use crate::state::State;
 const FAULT_HOLD: Duration = Duration::from_secs(5);
 /// How long the cluster may take to agree on a leader again after a fault is repaired.
 const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
-/// Requests of one `client bench` run of the read loop; small, so a stop is seen quickly.
-const READS_PER_RUN: u64 = 200;
-/// Reads in flight at once in the read loop.
-const READ_CONCURRENCY: usize = 4;
 /// Budget of one metrics scrape on 127.0.0.1.
 const SCRAPE_TIMEOUT: Duration = Duration::from_millis(1000);
 
@@ -80,17 +75,6 @@ pub enum FaultKind {
     Netem,
     /// Kill a node, then start it again.
     Kill,
-}
-
-/// Reads the client loop made, and how they ended.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Reads {
-    pub ok: u64,
-    pub failed: u64,
-    /// The first failure's text, if any.
-    pub first_failure: Option<String>,
-    /// Failures whose text mentions a digest or signature check: the client refused bytes.
-    pub refused_bytes: u64,
 }
 
 /// One member's resident memory over the mixed phase, in KiB.
@@ -144,9 +128,10 @@ pub fn run(
     );
     let interrupted = interrupt_flag();
     let mut rng = SmallRng::seed_from_u64(config.seed);
+    let read_config = reads::config(client, &project.cluster_dir, config.ids, config.seed);
 
     progress("warming the caches (every id once)");
-    let warm = ReadLoop::run_once(client, &project.cluster_dir, config, true)?;
+    let warm = reads::sweep(&read_config)?;
     anyhow::ensure!(
         warm.failed == 0,
         "the cluster failed reads before any fault: {}",
@@ -157,7 +142,7 @@ pub fn run(
         "phase 1: {} leader kills under load",
         config.kills
     ));
-    let reads = ReadLoop::start(client, &project.cluster_dir, config);
+    let reads = ReadLoop::start(&read_config);
     let report = failover::measure(sh, project, runtime, state, config.kills, |n, round| {
         progress(&format!(
             "kill {n}: node {} -> node {} leads term {} after {:.0} ms",
@@ -173,7 +158,7 @@ pub fn run(
     ));
     // Leaders killed in phase 1 came back with empty caches: fill them again, so that the
     // memory compared below is a warm member's and cache growth is not taken for a leak.
-    let warm = ReadLoop::run_once(client, &project.cluster_dir, config, true)?;
+    let warm = reads::sweep(&read_config)?;
     anyhow::ensure!(
         warm.failed == 0,
         "reads failed after the leader kills, with no fault in place: {}",
@@ -183,7 +168,7 @@ pub fn run(
     let mut peak = before.clone();
     let mut restarted = Vec::new();
     let mut faults_seen = Vec::new();
-    let reads = ReadLoop::start(client, &project.cluster_dir, config);
+    let reads = ReadLoop::start(&read_config);
     let started = Instant::now();
     let mut outcome = Ok(());
     while started.elapsed() < config.fault_time && !interrupted.load(Ordering::SeqCst) {
@@ -451,125 +436,6 @@ fn digest_mismatches(state: &State) -> u64 {
         .sum::<f64>() as u64
 }
 
-/// What `client bench --json` prints that the soak reads.
-#[derive(Deserialize)]
-struct BenchRun {
-    requests: u64,
-    errors: u64,
-    first_error: Option<String>,
-}
-
-/// `client bench` runs back to back on a thread until stopped.
-struct ReadLoop {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<Reads>,
-}
-
-impl ReadLoop {
-    fn start(client: &Path, cluster_dir: &Path, config: &SoakConfig) -> ReadLoop {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (client, cluster_dir, config) =
-            (client.to_owned(), cluster_dir.to_owned(), config.clone());
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut reads = Reads::default();
-            let mut seed = config.seed;
-            while !flag.load(Ordering::SeqCst) {
-                seed = seed.wrapping_add(1);
-                let run = ReadLoop::run_once(
-                    &client,
-                    &cluster_dir,
-                    &SoakConfig {
-                        seed,
-                        ..config.clone()
-                    },
-                    false,
-                );
-                match run {
-                    Ok(run) => reads.add(&run),
-                    Err(error) => reads.add(&Reads {
-                        ok: 0,
-                        failed: 1,
-                        first_failure: Some(format!("{error:#}")),
-                        refused_bytes: 0,
-                    }),
-                }
-            }
-            reads
-        });
-        ReadLoop { stop, thread }
-    }
-
-    /// One `client bench` run: every id once in order (`sweep`) or [`READS_PER_RUN`] ids at
-    /// random.
-    fn run_once(
-        client: &Path,
-        cluster_dir: &Path,
-        config: &SoakConfig,
-        sweep: bool,
-    ) -> anyhow::Result<Reads> {
-        let (first, last) = config.ids;
-        let requests = if sweep {
-            last - first + 1
-        } else {
-            READS_PER_RUN
-        };
-        let mut command = std::process::Command::new(client);
-        command
-            .arg("bench")
-            .args(["--requests", &requests.to_string()])
-            .args(["--concurrency", &READ_CONCURRENCY.to_string()])
-            .args(["--ids", &format!("{first}..{last}")])
-            .args(["--seed", &config.seed.to_string()])
-            .arg("--json")
-            .arg("--cluster")
-            .arg(cluster_dir);
-        if sweep {
-            command.arg("--sweep");
-        }
-        let output = command
-            .output()
-            .with_context(|| format!("running {}", client.display()))?;
-        let run: BenchRun = serde_json::from_slice(&output.stdout).map_err(|_| {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            anyhow::anyhow!(
-                "`client bench` printed no report: {}",
-                stderr.lines().last().unwrap_or("no output").trim()
-            )
-        })?;
-        let refused = run
-            .first_error
-            .as_deref()
-            .is_some_and(|e| e.contains("digest") || e.contains("signature"));
-        Ok(Reads {
-            ok: run.requests - run.errors,
-            failed: run.errors,
-            refused_bytes: u64::from(refused),
-            first_failure: run.first_error,
-        })
-    }
-
-    fn stop(self) -> Reads {
-        self.stop.store(true, Ordering::SeqCst);
-        self.thread.join().unwrap_or_else(|_| Reads {
-            failed: 1,
-            first_failure: Some("the read loop panicked".to_string()),
-            ..Reads::default()
-        })
-    }
-}
-
-impl Reads {
-    fn add(&mut self, other: &Reads) {
-        self.ok += other.ok;
-        self.failed += other.failed;
-        self.refused_bytes += other.refused_bytes;
-        if self.first_failure.is_none() {
-            self.first_failure.clone_from(&other.first_failure);
-        }
-    }
-}
-
 /// A flag set by SIGINT and SIGTERM, so a soak stops between steps and repairs what it broke
 /// instead of dying with a partition in place.
 pub(crate) fn interrupt_flag() -> &'static AtomicBool {
@@ -633,27 +499,5 @@ mod tests {
             .all(|f| f.starts_with("pause") || f.starts_with("netem")));
         assert!(faults.iter().any(|f| f.starts_with("pause")));
         assert!(faults.iter().any(|f| f.starts_with("netem")));
-    }
-
-    #[test]
-    fn reads_keep_the_first_failure() {
-        let mut reads = Reads::default();
-        reads.add(&Reads {
-            ok: 10,
-            ..Reads::default()
-        });
-        reads.add(&Reads {
-            ok: 5,
-            failed: 2,
-            first_failure: Some("first".into()),
-            refused_bytes: 1,
-        });
-        reads.add(&Reads {
-            failed: 1,
-            first_failure: Some("second".into()),
-            ..Reads::default()
-        });
-        assert_eq!((reads.ok, reads.failed, reads.refused_bytes), (15, 3, 1));
-        assert_eq!(reads.first_failure.as_deref(), Some("first"));
     }
 }

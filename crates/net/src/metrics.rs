@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
-use metrics::{Counter, Gauge, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit};
+use metrics::{
+    Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit,
+};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -77,6 +79,23 @@ impl Registry {
             .describe_gauge(KeyName::from(name), None, SharedString::from(help));
         self.recorder
             .register_gauge(&Self::key(name, labels), &Self::metadata())
+    }
+
+    /// A histogram named `name` with `labels`, in seconds. The exporter renders it as a
+    /// summary: quantiles over a rolling window of about a minute, and the total sum and count.
+    pub fn histogram(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&'static str, String)],
+    ) -> Histogram {
+        self.recorder.describe_histogram(
+            KeyName::from(name),
+            Some(Unit::Seconds),
+            SharedString::from(help),
+        );
+        self.recorder
+            .register_histogram(&Self::key(name, labels), &Self::metadata())
     }
 
     /// A gauge measured in bytes.

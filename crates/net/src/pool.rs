@@ -16,6 +16,11 @@ use wire::limits::{CONNECT_TIMEOUT, SOCKET_BUFFER_BYTES};
 use wire::message::{ImageMeta, Request, Response};
 use wire::{OriginTrust, Role};
 
+/// Send priority of an election message's stream (quinn's default is 0). A leader's heartbeat
+/// shares its connection to a follower with replication pushes of whole images; sent first, it
+/// does not wait behind a megabyte of body, which on a busy link would look like a dead leader.
+const ELECTION_STREAM_PRIORITY: i32 = 10;
+
 /// A transport failure while talking to a peer.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -297,6 +302,10 @@ async fn exchange(
         .open_bi()
         .await
         .map_err(|e| lost(e.to_string()))?;
+    if matches!(request, Request::Election(_)) {
+        // Fails only on a stream already closed, which the write below reports.
+        let _ = send.set_priority(ELECTION_STREAM_PRIORITY);
+    }
     let header = frame::encode_header(request).map_err(|source| NetError::Frame {
         address: address.to_string(),
         source,

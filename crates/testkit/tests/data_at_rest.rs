@@ -5,6 +5,7 @@
 //! `an_image_changed_on_the_canonical_disk_is_never_served_whole`.)
 
 use std::path::Path;
+use std::time::Duration;
 
 use net::pool::Target;
 use net::CallError;
@@ -83,10 +84,18 @@ async fn an_image_corrupted_while_the_canonical_was_down_is_refused_after_the_re
         Err(other) => panic!("refused for another reason: {other}"),
         Ok(_) => panic!("served a corrupted file"),
     }
-    let metrics = cluster.canonical().registry.render();
-    let corrupt = testkit::counter_with(&metrics, "flotilla_corrupt_images_total", "");
-    assert!(corrupt >= 2.0, "counted {corrupt} refusals:\n{metrics}");
-    let outcome = testkit::counter_with(&metrics, "flotilla_requests_total", "outcome=\"corrupt\"");
+    // The requests counter is bumped once the reply has gone out, so it may trail the
+    // client's answer by a moment.
+    let counted = |name: &str, labels: &str| {
+        testkit::counter_with(&cluster.canonical().registry.render(), name, labels)
+    };
+    testkit::wait_until(Duration::from_secs(5), || {
+        counted("flotilla_requests_total", "outcome=\"corrupt\"") >= 2.0
+    })
+    .await;
+    let corrupt = counted("flotilla_corrupt_images_total", "");
+    assert!(corrupt >= 2.0, "counted {corrupt} refusals");
+    let outcome = counted("flotilla_requests_total", "outcome=\"corrupt\"");
     assert!(outcome >= 2.0, "counted {outcome} corrupt replies");
 
     // The other images are served as before.

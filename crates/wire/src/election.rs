@@ -39,4 +39,22 @@ impl ElectionKind {
         ElectionKind::Heartbeat,
         ElectionKind::HeartbeatAck,
     ];
+
+    /// The kind's name in metrics labels and logs (a vote is `vote`, granted or not).
+    pub fn name(self) -> &'static str {
+        match self {
+            ElectionKind::Election => "election",
+            ElectionKind::Alive => "alive",
+            ElectionKind::VoteRequest => "vote_request",
+            ElectionKind::Vote { .. } => "vote",
+            ElectionKind::Heartbeat => "heartbeat",
+            ElectionKind::HeartbeatAck => "heartbeat_ack",
+        }
+    }
+
+    /// Whether the kind belongs to electing a leader rather than to keeping one (heartbeats
+    /// and their acknowledgements flow all the time a leader leads).
+    pub fn is_electing(self) -> bool {
+        !matches!(self, ElectionKind::Heartbeat | ElectionKind::HeartbeatAck)
+    }
 }

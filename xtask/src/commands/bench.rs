@@ -1,17 +1,18 @@
 //! `cargo xtask bench cache`: Flotilla's cache hits beside nginx proxy_cache over TLS 1.3
 //! (how it is measured: `lab::cachebench`), and `cargo xtask bench failover [--kills 20]
-//! [--json]`: how long a running cluster goes without an agreed leader when its leader dies
-//! (`lab::failover`).
+//! [--load-seconds 60] [--json]`: whether the leader holds under full load, and how long a
+//! running cluster goes without an agreed leader when its leader dies (`lab::failover`).
 
 use lab::cachebench::{
     self, parse_sizes, DEFAULT_SECONDS, DEFAULT_SIZES, QUICK_SECONDS, QUICK_SIZES,
 };
 use lab::project::{parse_prefix, Project};
 use lab::state::RuntimeKind;
-use lab::{docker, failover};
+use lab::{docker, failover, fanout};
 use xshell::Shell;
 
 use crate::cluster::Cluster;
+use crate::Exit;
 
 /// Measurements on a running cluster.
 #[derive(Debug, clap::Args)]
@@ -24,8 +25,50 @@ pub struct Bench {
 enum Which {
     /// Cache hits per second, Flotilla beside nginx proxy_cache over TLS 1.3, side by side.
     Cache(Cache),
-    /// Kill the leader again and again; time until the survivors agree on a new one.
+    /// A minute of full load watched for leader changes, then kill the leader again and again
+    /// under a client loop; time until the survivors agree on a new one (Docker runtime).
     Failover(Failover),
+    /// Time the leader's replication of images it fetched to their replicas.
+    Fanout(Fanout),
+}
+
+/// Start a cluster of its own with cold caches and objects of one size, read each object
+/// once (every read a miss that the leader fetches and pushes to the replicas), and report
+/// the leader's own timing of each fan-out (first push to last acknowledgement): p50, p99,
+/// max. The cluster is removed afterwards, also on failure.
+#[derive(Debug, clap::Args)]
+struct Fanout {
+    /// Edges in the cluster.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..=64))]
+    nodes: u16,
+    /// Bytes of each object (k = 1024 bytes, m = 1024 k).
+    #[arg(long, default_value = "1m", value_parser = parse_one_size)]
+    size: u64,
+    /// Objects read, each one fan-out at most (none where the leader already is a replica).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=2000))]
+    images: u64,
+    /// Where the cluster runs [default: docker when an engine answers, else process].
+    #[arg(long, value_enum)]
+    runtime: Option<OneRuntime>,
+    /// Name prefix of the cluster [default: <the checkout's prefix>_fanout].
+    #[arg(long = "name", value_name = "PREFIX", value_parser = parse_prefix)]
+    prefix: Option<String>,
+    /// Print the report as JSON (progress still goes to stderr).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum OneRuntime {
+    Process,
+    Docker,
+}
+
+fn parse_one_size(text: &str) -> Result<u64, String> {
+    match parse_sizes(text)?.as_slice() {
+        [size] => Ok(*size),
+        _ => Err(format!("`{text}` is not one size (e.g. 1m)")),
+    }
 }
 
 /// Serve the same objects from nginx proxy_cache (TLS 1.3, wrk -t1) and from a one-edge
@@ -74,12 +117,25 @@ enum RuntimeChoice {
     Both,
 }
 
-/// Kill the leader repeatedly and time the failovers (Docker runtime).
+/// On a running Docker cluster: first a full-load phase (client bench, every node's term and
+/// leader polled every 50 ms: an election nobody asked for shows as a new term), then kill the
+/// leader again and again under a client loop, timing each failover from the leader's
+/// recorded exit to the survivors' agreement and counting the election messages it took.
+/// Exits 1 when a read failed during the kills or the leader changed under load.
 #[derive(Debug, clap::Args)]
 struct Failover {
     /// How many times to kill the leader.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     kills: u32,
+    /// Seconds of the full-load phase before the kills; 0 skips it.
+    #[arg(long, value_name = "S", default_value_t = 60, value_parser = clap::value_parser!(u32).range(0..=3600))]
+    load_seconds: u32,
+    /// Requests in flight at once during the full-load phase.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    concurrency: u32,
+    /// Image ids both phases read, A..B (read once first, so the load is mostly hits).
+    #[arg(long, value_name = "A..B", default_value = "1..200", value_parser = crate::commands::soak::parse_ids)]
+    ids: (u64, u64),
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
@@ -90,6 +146,7 @@ impl Bench {
         match self.which {
             Which::Cache(cache) => cache.run(sh),
             Which::Failover(failover) => failover.run(sh),
+            Which::Fanout(fanout) => fanout.run(sh),
         }
     }
 }
@@ -147,24 +204,29 @@ impl Cache {
 impl Failover {
     fn run(self, sh: &Shell) -> anyhow::Result<()> {
         let mut cluster = Cluster::open()?;
+        let client = lab::client::binary(&cluster.project)?;
         let Cluster {
             project,
             state,
             runtime,
         } = &mut cluster;
         let json = self.json;
-        let report = failover::measure(
+        let config = failover::Config {
+            kills: self.kills,
+            load_seconds: self.load_seconds,
+            load_concurrency: self.concurrency,
+            ids: self.ids,
+        };
+        let report = failover::run(
             sh,
             project,
             runtime.as_ref(),
             state,
-            self.kills,
-            |number, round| {
+            &client,
+            &config,
+            |line| {
                 if !json {
-                    println!(
-                    "kill {number:>3}: node {} (led term {}) -> node {} leads term {} {:.0} ms after the exit (the kill command took {:.0} ms)",
-                    round.killed, round.old_term, round.new_leader, round.new_term, round.failover_ms, round.kill_command_ms
-                );
+                    println!("{line}");
                 }
             },
         );
@@ -174,16 +236,111 @@ impl Failover {
         if self.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
+            print_failover(&report);
+        }
+        let mut problems = Vec::new();
+        if report.reads.failed > 0 {
+            problems.push(format!(
+                "{} of {} reads failed during the kills (first: {})",
+                report.reads.failed,
+                report.reads.ok + report.reads.failed,
+                report.reads.first_failure.clone().unwrap_or_default()
+            ));
+        }
+        if let Some(load) = report
+            .load
+            .as_ref()
+            .filter(|l| l.new_terms + l.leader_changes > 0)
+        {
+            problems.push(format!(
+                "the leader changed under load ({} new terms, {} changes of a node's view)",
+                load.new_terms, load.leader_changes
+            ));
+        }
+        for problem in &problems {
+            eprintln!("failed: {problem}");
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Exit(1).into())
+        }
+    }
+}
+
+fn print_failover(report: &failover::FullReport) {
+    println!();
+    if let Some(load) = &report.load {
+        println!(
+            "full load: {:.0} s at concurrency {}: {} reads ({} failed), {:.0} req/s, p99 {:.1} ms; node {} led term {}; {} polls of every node ({} unanswered): {} new terms, {} leader changes",
+            load.seconds, load.concurrency, load.requests, load.errors, load.requests_per_second, load.p99_ms,
+            load.leader, load.term, load.polls, load.unanswered_polls, load.new_terms, load.leader_changes
+        );
+    }
+    let f = &report.failover;
+    println!(
+        "failover over {} kills, from the leader's exit to an agreed new leader: min {:.0} ms, median {:.0} ms, max {:.0} ms (mean {:.0} ms; the kill command took up to {:.0} ms to return)",
+        f.kills, f.min_ms, f.median_ms, f.max_ms, f.mean_ms, f.kill_command_max_ms
+    );
+    match f.election_messages_median {
+        Some(median) => println!(
+            "election messages per failover (probes, alives, vote requests, votes sent by the survivors): median {median:.0}"
+        ),
+        None => println!("election messages per failover: not counted by these nodes"),
+    }
+    let r = &report.reads;
+    println!(
+        "client loop through the kills: {} reads, {} failed{}",
+        r.ok + r.failed,
+        r.failed,
+        r.first_failure
+            .as_deref()
+            .map(|f| format!(" (first: {f})"))
+            .unwrap_or_default()
+    );
+}
+
+impl Fanout {
+    fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        let project = Project::locate()?;
+        let runtime = match self.runtime {
+            Some(OneRuntime::Process) => RuntimeKind::Process,
+            Some(OneRuntime::Docker) => RuntimeKind::Docker,
+            None if docker::engine(sh).is_ok() => RuntimeKind::Docker,
+            None => {
+                eprintln!("bench fanout: no Docker engine answered; using the process runtime");
+                RuntimeKind::Process
+            }
+        };
+        let client = lab::release::build_binaries(sh, &project)?.client;
+        let config = fanout::Config {
+            nodes: self.nodes,
+            size: self.size,
+            images: self.images,
+            runtime,
+            prefix: self
+                .prefix
+                .unwrap_or_else(|| format!("{}_fanout", project.default_prefix())),
+            xtask: std::env::current_exe()?,
+            client,
+        };
+        let report = fanout::run(sh, &project, &config)?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
             println!(
-                "failover over {} kills, from the leader's exit to an agreed new leader: min {:.0} ms, median {:.0} ms, max {:.0} ms (mean {:.0} ms; the kill command took up to {:.0} ms to return)",
-                report.kills,
-                report.min_ms,
-                report.median_ms,
-                report.max_ms,
-                report.mean_ms,
-                report.kill_command_max_ms
+                "replication fan-out at N={} ({} runtime), {}-byte images, timed by the leader (node {}): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, mean {:.1} ms over {} fan-outs ({} pushes acknowledged, {} failed); {} reads, {} failed",
+                report.nodes, report.runtime, report.size_bytes, report.leader, report.p50_ms, report.p99_ms,
+                report.max_ms, report.mean_ms, report.fanouts, report.pushes_ok, report.pushes_failed,
+                report.reads, report.failed_reads
             );
         }
+        anyhow::ensure!(
+            report.failed_reads == 0 && report.pushes_failed == 0,
+            "{} reads and {} pushes failed; the figures above may not be a healthy cluster's",
+            report.failed_reads,
+            report.pushes_failed
+        );
         Ok(())
     }
 }

@@ -52,7 +52,7 @@ fn parse_minutes(text: &str) -> Result<f64, String> {
     }
 }
 
-fn parse_ids(text: &str) -> Result<(u64, u64), String> {
+pub(crate) fn parse_ids(text: &str) -> Result<(u64, u64), String> {
     let (first, last) = text
         .split_once("..")
         .ok_or_else(|| format!("`{text}` is not a range like 1..40"))?;

@@ -14,25 +14,34 @@ use xshell::{cmd, Shell};
 use super::Cell;
 use crate::state::{RuntimeKind, State};
 
+/// What a bench cluster is: the canonical and `nodes` edges on `runtime`, named `prefix`,
+/// serving `objects`, all pinned to `core` if given.
+#[derive(Clone, Copy, Debug)]
+pub struct Spec<'a> {
+    pub prefix: &'a str,
+    pub runtime: RuntimeKind,
+    pub objects: &'a Path,
+    pub nodes: u16,
+    pub core: Option<usize>,
+}
+
 /// A running bench cluster, stopped and removed when dropped.
 pub struct Cluster {
     xtask: PathBuf,
-    dir: PathBuf,
+    pub dir: PathBuf,
     pub runtime: RuntimeKind,
 }
 
 impl Cluster {
-    /// Starts the canonical and one edge on `runtime` with `objects` as its images, named
-    /// `prefix`, recorded in `dir`; pins them to `core`.
-    pub fn up(
-        sh: &Shell,
-        xtask: &Path,
-        dir: &Path,
-        prefix: &str,
-        runtime: RuntimeKind,
-        objects: &Path,
-        core: usize,
-    ) -> anyhow::Result<Cluster> {
+    /// Starts the cluster `spec` describes, recorded in `dir`.
+    pub fn up(sh: &Shell, xtask: &Path, dir: &Path, spec: &Spec<'_>) -> anyhow::Result<Cluster> {
+        let Spec {
+            prefix,
+            runtime,
+            objects,
+            nodes,
+            core,
+        } = *spec;
         // What an interrupted run left behind goes first; its catalogs with it.
         if dir.join("state.json").exists() {
             down(xtask, dir);
@@ -45,16 +54,19 @@ impl Cluster {
             runtime,
         };
         let runtime_word = runtime.to_string();
+        let nodes = nodes.to_string();
         cmd!(
             sh,
-            "{xtask} up 1 --runtime {runtime_word} --name {prefix} --images {objects}"
+            "{xtask} up {nodes} --runtime {runtime_word} --name {prefix} --images {objects}"
         )
         .env(CLUSTER_ENV, dir)
         .quiet()
         .ignore_stdout()
         .run()
         .with_context(|| format!("starting the {runtime} bench cluster `{prefix}`"))?;
-        cluster.pin(sh, core)?;
+        if let Some(core) = core {
+            cluster.pin(sh, core)?;
+        }
         Ok(cluster)
     }
 

@@ -5,7 +5,7 @@
 //! that failed, is reported as such and the run fails.
 
 mod floors;
-mod flotilla;
+pub mod flotilla;
 mod nginx;
 mod sizes;
 mod table;
@@ -208,10 +208,13 @@ pub fn run(sh: &Shell, project: &Project, config: &Config) -> anyhow::Result<Rep
             sh,
             &config.xtask,
             &work.join(format!("cluster-{runtime}")),
-            &name,
-            *runtime,
-            &objects,
-            SERVER_CORE,
+            &flotilla::Spec {
+                prefix: &name,
+                runtime: *runtime,
+                objects: &objects,
+                nodes: 1,
+                core: Some(SERVER_CORE),
+            },
         );
         let cluster = match cluster {
             Ok(cluster) => cluster,
