@@ -116,14 +116,17 @@ pub fn containers(sh: &Shell, prefix: Option<&str>) -> anyhow::Result<Vec<Contai
     Ok(containers)
 }
 
+/// The string at `pointer` in a `docker … inspect` value, empty when absent or not a string.
+pub(crate) fn text_at(value: &Value, pointer: &str) -> String {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn parse_container(value: &Value) -> Container {
-    let text = |pointer: &str| {
-        value
-            .pointer(pointer)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
+    let text = |pointer: &str| text_at(value, pointer);
     let label = |name: &str| {
         value
             .pointer("/Config/Labels")

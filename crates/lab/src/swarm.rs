@@ -164,13 +164,7 @@ pub fn services(sh: &Shell) -> anyhow::Result<Vec<Service>> {
 }
 
 fn parse_service(value: &Value) -> Service {
-    let text = |pointer: &str| {
-        value
-            .pointer(pointer)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
+    let text = |pointer: &str| docker::text_at(value, pointer);
     let labels = value
         .pointer("/Spec/Labels")
         .and_then(Value::as_object)
@@ -258,13 +252,7 @@ pub fn tasks(sh: &Shell, names: &[String]) -> anyhow::Result<Vec<Task>> {
 }
 
 fn parse_task(value: &Value) -> Task {
-    let text = |pointer: &str| {
-        value
-            .pointer(pointer)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
+    let text = |pointer: &str| docker::text_at(value, pointer);
     let addresses = value
         .pointer("/NetworksAttachments")
         .and_then(Value::as_array)
@@ -331,13 +319,7 @@ pub fn machines(sh: &Shell) -> anyhow::Result<BTreeMap<String, Machine>> {
     Ok(values
         .iter()
         .map(|value| {
-            let text = |pointer: &str| {
-                value
-                    .pointer(pointer)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string()
-            };
+            let text = |pointer: &str| docker::text_at(value, pointer);
             let machine = Machine {
                 id: text("/ID"),
                 hostname: text("/Description/Hostname"),
