@@ -104,7 +104,7 @@ pub fn measure(
 ) -> anyhow::Result<Report> {
     anyhow::ensure!(
         runtime.records_exit_times(),
-        "`bench failover` times exits the engine records: start the cluster with `cargo xtask up N --runtime docker`"
+        "`bench failover` times exits the engine records: start the cluster with `cargo xtask up N --runtime docker` (or `--runtime swarm`)"
     );
     anyhow::ensure!(
         state.node_count() >= 3,
@@ -223,7 +223,7 @@ pub fn run(
 ) -> anyhow::Result<FullReport> {
     anyhow::ensure!(
         runtime.records_exit_times(),
-        "`bench failover` times exits the engine records: start the cluster with `cargo xtask up N --runtime docker`"
+        "`bench failover` times exits the engine records: start the cluster with `cargo xtask up N --runtime docker` (or `--runtime swarm`)"
     );
     let read_config = reads::config(client, &project.cluster_dir, config.ids, 1);
     progress(&format!(
