@@ -393,7 +393,7 @@ impl Runtime for ProcessRuntime {
 
     fn exit_time(&self, _sh: &Shell, _member: &MemberState) -> anyhow::Result<SystemTime> {
         anyhow::bail!(
-            "`bench failover` times exits the engine records: start the cluster with `cargo xtask up N --runtime docker`"
+            "`bench failover` times exits the engine records: start the cluster with `cargo xtask up N --runtime docker` (or `--runtime swarm`)"
         )
     }
 }
