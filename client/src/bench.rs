@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 use serde::Serialize;
 
-use crate::Client;
+use crate::{BodyCheck, Client};
 use wire::history::{Op, OpOutcome};
 use wire::{CacheOutcome, ImageId};
 
@@ -41,6 +41,10 @@ pub struct BenchConfig {
     pub rate: Option<f64>,
     /// Where every read goes as it ends.
     pub ops: Option<OpSink>,
+    /// Check the digest of one body in this many (1: every body). The others are checked for
+    /// size only, as wrk checks an HTTP body; the signature on every reply's metadata is
+    /// always checked.
+    pub digest_every: u64,
 }
 
 /// Receives every read as it ends, with times in milliseconds since the Unix epoch (the
@@ -88,13 +92,14 @@ struct Worker {
     first_error: Option<String>,
 }
 
-/// One read as the history records it. The client has checked the body against the
-/// canonical's signed digest before `get_image` returns it, so a corrupt body is an error
-/// here, and the digest recorded is the signed one the bytes matched.
+/// One read as the history records it. A history is only recorded with every digest checked
+/// (`digest_every` 1): the client checks the body against the canonical's signed digest
+/// before `drain_image` returns, so a corrupt body is an error here, and the digest recorded
+/// is the signed one the bytes matched.
 fn op_record(
     id: ImageId,
     invoke_ms: f64,
-    result: &Result<crate::Fetched, crate::ClientError>,
+    result: &Result<crate::Drained, crate::ClientError>,
 ) -> Op {
     let complete_ms = unix_ms();
     match result {
@@ -107,8 +112,8 @@ fn op_record(
                 CacheOutcome::Hit => OpOutcome::Hit,
                 _ => OpOutcome::Miss,
             },
-            digest: Some(fetched.meta.digest.to_hex()),
-            expected: Some(fetched.meta.digest.to_hex()),
+            digest: fetched.digest.map(|digest| digest.to_hex()),
+            expected: fetched.digest.map(|digest| digest.to_hex()),
             error: None,
         },
         Err(error) => Op {
@@ -128,6 +133,14 @@ fn op_record(
 pub async fn run(client: Arc<Client>, config: BenchConfig) -> anyhow::Result<BenchReport> {
     anyhow::ensure!(config.concurrency > 0, "--concurrency must be at least 1");
     anyhow::ensure!(!config.ids.is_empty(), "--ids range is empty");
+    anyhow::ensure!(
+        config.digest_every > 0,
+        "--check-digest-every must be at least 1"
+    );
+    anyhow::ensure!(
+        config.ops.is_none() || config.digest_every == 1,
+        "--ops records every read's digest: run it with --check-digest-every 1"
+    );
     let span = config.ids.end() - config.ids.start() + 1;
     let zipf = if config.zipf > 0.0 {
         Some(
@@ -178,7 +191,12 @@ pub async fn run(client: Arc<Client>, config: BenchConfig) -> anyhow::Result<Ben
                 let id = ImageId(config.ids.start() + offset);
                 let request_started = Instant::now();
                 let invoke_ms = unix_ms();
-                let result = client.get_image(id).await;
+                let check = if ticket.is_multiple_of(config.digest_every) {
+                    BodyCheck::Digest
+                } else {
+                    BodyCheck::Size
+                };
+                let result = client.drain_image(id, check).await;
                 if let Some(sink) = &config.ops {
                     (sink.0)(&op_record(id, invoke_ms, &result));
                 }
@@ -189,7 +207,7 @@ pub async fn run(client: Arc<Client>, config: BenchConfig) -> anyhow::Result<Ben
                         worker
                             .latencies
                             .saturating_record(micros.clamp(1, MAX_LATENCY_MICROS));
-                        worker.bytes += fetched.body.len() as u64;
+                        worker.bytes += fetched.bytes;
                         worker.successes += 1;
                         if fetched.outcome == CacheOutcome::Hit {
                             worker.hits += 1;

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+pub use net::frame::BodyCheck;
 use net::pool::{NetError, Pool, Target};
 use net::tls::Credentials;
 use net::CallError;
@@ -76,6 +77,58 @@ pub struct Fetched {
     pub served_by: String,
     pub outcome: CacheOutcome,
     pub edge: NodeIndex,
+}
+
+/// An image read and dropped by [`Client::drain_image`].
+#[derive(Clone, Debug)]
+pub struct Drained {
+    /// Body bytes read (the signed size).
+    pub bytes: u64,
+    /// The signed digest the body matched, when it was checked ([`BodyCheck::Digest`]).
+    pub digest: Option<wire::Digest>,
+    pub outcome: CacheOutcome,
+    pub edge: NodeIndex,
+}
+
+/// How one edge is asked for an image: [`KeepBody`] or [`DrainBody`].
+trait ImageCall {
+    type Reply;
+    fn call<'a>(
+        &'a self,
+        pool: &'a Pool,
+        target: &'a Target,
+        id: ImageId,
+    ) -> impl Future<Output = Result<Self::Reply, CallError>> + 'a;
+}
+
+/// The body read whole and checked against the signed digest.
+struct KeepBody;
+
+impl ImageCall for KeepBody {
+    type Reply = net::ImageReply;
+    fn call<'a>(
+        &'a self,
+        pool: &'a Pool,
+        target: &'a Target,
+        id: ImageId,
+    ) -> impl Future<Output = Result<Self::Reply, CallError>> + 'a {
+        pool.get_image(target, id)
+    }
+}
+
+/// The body read and dropped, checked as asked.
+struct DrainBody(BodyCheck);
+
+impl ImageCall for DrainBody {
+    type Reply = net::DrainedReply;
+    fn call<'a>(
+        &'a self,
+        pool: &'a Pool,
+        target: &'a Target,
+        id: ImageId,
+    ) -> impl Future<Output = Result<Self::Reply, CallError>> + 'a {
+        pool.drain_image(target, id, self.0)
+    }
 }
 
 /// Answer from one member to ping/status.
@@ -338,6 +391,35 @@ impl Client {
     /// [`CLIENT_EDGES_AFTER_ORIGIN_DOWN`] more edges are asked (one may hold a replica), since
     /// the rest would ask the same canonical.
     pub async fn get_image(&self, id: ImageId) -> Result<Fetched, ClientError> {
+        let (reply, edge) = self.fetch(id, &KeepBody).await?;
+        Ok(Fetched {
+            meta: reply.meta.into_signed().meta,
+            body: reply.body,
+            served_by: reply.served_by,
+            outcome: reply.outcome,
+            edge,
+        })
+    }
+
+    /// As [`Client::get_image`], but the body is read and dropped, checked as `check` asks:
+    /// for a load generator, which keeps no bodies.
+    pub async fn drain_image(&self, id: ImageId, check: BodyCheck) -> Result<Drained, ClientError> {
+        let (reply, edge) = self.fetch(id, &DrainBody(check)).await?;
+        Ok(Drained {
+            bytes: reply.bytes,
+            digest: (check == BodyCheck::Digest).then_some(reply.meta.digest),
+            outcome: reply.outcome,
+            edge,
+        })
+    }
+
+    /// The routing-order walk of [`Client::get_image`], asking each edge as `how` does; the
+    /// reply and the edge that gave it.
+    async fn fetch<C: ImageCall>(
+        &self,
+        id: ImageId,
+        how: &C,
+    ) -> Result<(C::Reply, NodeIndex), ClientError> {
         let mut last = String::from("no edges configured");
         let mut origin_down: Vec<NodeIndex> = Vec::new();
         let mut asked_since = 0;
@@ -348,10 +430,10 @@ impl Client {
                 }
                 asked_since += 1;
             }
-            match self.get_from(edge, id).await {
-                Ok(fetched) => {
+            match self.get_from(edge, id, how).await {
+                Ok(reply) => {
                     self.mark(edge, false);
-                    return Ok(fetched);
+                    return Ok((reply, edge));
                 }
                 Err(ClientError::NotFound(id)) => return Err(ClientError::NotFound(id)),
                 Err(ClientError::OriginUnavailable { .. }) => {
@@ -388,23 +470,22 @@ impl Client {
         }
     }
 
-    async fn get_from(&self, edge: NodeIndex, id: ImageId) -> Result<Fetched, ClientError> {
+    async fn get_from<C: ImageCall>(
+        &self,
+        edge: NodeIndex,
+        id: ImageId,
+        how: &C,
+    ) -> Result<C::Reply, ClientError> {
         let member = self
             .member(edge)
             .ok_or(ClientError::Remote(format!("unknown edge {edge}")))?;
         let target = self.target(member).await;
         let fetched = self
-            .attempt(member, &target, self.pool.get_image(&target, id))
+            .attempt(member, &target, how.call(&self.pool, &target, id))
             .await
             .map_err(ClientError::Remote)?;
         match fetched {
-            Ok(reply) => Ok(Fetched {
-                meta: reply.meta.into_signed().meta,
-                body: reply.body,
-                served_by: reply.served_by,
-                outcome: reply.outcome,
-                edge,
-            }),
+            Ok(reply) => Ok(reply),
             Err(CallError::NotFound(id)) => Err(ClientError::NotFound(id)),
             Err(CallError::Refused {
                 kind: ErrorKind::OriginUnavailable,

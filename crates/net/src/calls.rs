@@ -20,6 +20,22 @@ pub struct ImageReply {
     pub outcome: CacheOutcome,
 }
 
+/// An image whose body was read and dropped ([`Pool::drain_image`]).
+pub struct DrainedReply {
+    pub meta: VerifiedMeta,
+    /// Body bytes read: the signed size.
+    pub bytes: u64,
+    pub served_by: String,
+    pub outcome: CacheOutcome,
+}
+
+/// A `GetImage` reply's header, its signature checked.
+struct ImageHead {
+    meta: VerifiedMeta,
+    served_by: String,
+    outcome: CacheOutcome,
+}
+
 /// Why a call did not produce its answer.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -146,6 +162,41 @@ impl Pool {
     /// a byte of the body is read), then reads the body and checks it against the signed
     /// digest.
     pub async fn get_image(&self, target: &Target, id: ImageId) -> Result<ImageReply, CallError> {
+        let (mut exchange, head) = self.image_head(target, id).await?;
+        let body = exchange.read_body(&head.meta).await?;
+        Ok(ImageReply {
+            meta: head.meta,
+            body,
+            served_by: head.served_by,
+            outcome: head.outcome,
+        })
+    }
+
+    /// As [`Pool::get_image`], but the body is read and dropped, checked as `check` asks
+    /// (`client bench`: a load generator keeps no bodies).
+    pub async fn drain_image(
+        &self,
+        target: &Target,
+        id: ImageId,
+        check: crate::frame::BodyCheck,
+    ) -> Result<DrainedReply, CallError> {
+        let (mut exchange, head) = self.image_head(target, id).await?;
+        let bytes = exchange.drain_body(&head.meta, check).await?;
+        Ok(DrainedReply {
+            meta: head.meta,
+            bytes,
+            served_by: head.served_by,
+            outcome: head.outcome,
+        })
+    }
+
+    /// Sends `GetImage` and checks the reply header: the image asked for, signed by the
+    /// canonical. The body is still to be read from the exchange.
+    async fn image_head(
+        &self,
+        target: &Target,
+        id: ImageId,
+    ) -> Result<(Exchange, ImageHead), CallError> {
         let request = Request::GetImage { id };
         let mut exchange = self.ask(target, &request).await?;
         match std::mem::replace(&mut exchange.response, Response::Ack) {
@@ -162,13 +213,14 @@ impl Pool {
                             address: target.address.clone(),
                             source,
                         })?;
-                let body = exchange.read_body(&meta).await?;
-                Ok(ImageReply {
-                    meta,
-                    body,
-                    served_by,
-                    outcome,
-                })
+                Ok((
+                    exchange,
+                    ImageHead {
+                        meta,
+                        served_by,
+                        outcome,
+                    },
+                ))
             }
             other => Err(unexpected(target, &request, other, Some(id))),
         }

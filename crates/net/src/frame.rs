@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-pub use wire::frame::{encode_header, verify, FrameError};
+pub use wire::frame::{encode_header, verify, BodyCheck, BodyTally, FrameError};
 use wire::message::ImageMeta;
 
 /// Writes one length-prefixed CBOR header.
@@ -65,15 +65,24 @@ where
             });
         }
     }
+    refuse_trailing(reader, meta).await?;
+    let body = body.freeze();
+    verify(meta, &body)?;
+    Ok(body)
+}
+
+/// Fails unless the stream ends where the announced body does.
+async fn refuse_trailing<R>(reader: &mut R, meta: &ImageMeta) -> Result<(), FrameError>
+where
+    R: AsyncRead + Unpin,
+{
     let mut probe = [0u8; 1];
     if reader.read(&mut probe).await? != 0 {
         return Err(FrameError::BodyTooLong {
             expected: meta.size,
         });
     }
-    let body = body.freeze();
-    verify(meta, &body)?;
-    Ok(body)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ pub mod server;
 pub mod signals;
 pub mod tls;
 
-pub use calls::{CallError, ImageReply};
+pub use calls::{CallError, DrainedReply, ImageReply};
 pub use faults::SocketFaults;
 pub use listen::{Listen, MetricsListen, QuicListen};
 pub use pool::{bind_udp, endpoint, Exchange, NetError, Pool, Target};

@@ -180,6 +180,29 @@ impl Exchange {
                 source,
             })
     }
+
+    /// Reads the image body announced by `meta` and drops it piece by piece as QUIC hands
+    /// it over (no copy, no buffer of its size), checking what `check` asks; the bytes read.
+    pub async fn drain_body(
+        &mut self,
+        meta: &ImageMeta,
+        check: frame::BodyCheck,
+    ) -> Result<u64, NetError> {
+        let frame_error = |source| NetError::Frame {
+            address: self.address.clone(),
+            source,
+        };
+        let mut tally = frame::BodyTally::new(meta, check).map_err(frame_error)?;
+        while let Some(chunk) = self
+            .recv
+            .read_chunk(usize::MAX, true)
+            .await
+            .map_err(|error| frame_error(FrameError::Io(error.into())))?
+        {
+            tally.feed(&chunk.bytes).map_err(frame_error)?;
+        }
+        tally.finish().map_err(frame_error)
+    }
 }
 
 impl Pool {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use net::pool::{Pool, Target};
 use net::tls::Credentials;
+use net::frame::BodyCheck;
 use net::CallError;
 use testkit::{credentials, origin_signer, pool_with, TestCluster};
 use wire::election::{ElectionKind, ElectionMessage};
@@ -290,6 +291,32 @@ async fn a_corrupted_body_is_neither_cached_nor_returned() {
         0,
         "corrupted image must not be cached"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_body_is_checked_as_asked() {
+    // `client bench` drains bodies: with the digest checked a corrupt one is an error, with
+    // the size only (as wrk reads nginx) it is counted, and a kept body is always checked.
+    let cluster = TestCluster::builder()
+        .nodes(1)
+        .origin(Arc::new(CorruptingOrigin(origin_signer())))
+        .start()
+        .await;
+    let pool = pool_with(&credentials(Role::Client));
+    let target = Target::new(cluster.file.canonical.quic.clone(), Role::Canonical);
+    let id = ImageId(3);
+    let error = match pool.drain_image(&target, id, BodyCheck::Digest).await {
+        Err(error) => error.to_string(),
+        Ok(reply) => panic!("a corrupt body was drained as good: {} bytes", reply.bytes),
+    };
+    assert!(error.contains("digest mismatch"), "{error}");
+    let drained = pool.drain_image(&target, id, BodyCheck::Size).await.unwrap();
+    assert_eq!((drained.bytes, drained.meta.size), (4096, 4096));
+    let error = match pool.get_image(&target, id).await {
+        Err(error) => error.to_string(),
+        Ok(_) => panic!("a corrupt body was returned"),
+    };
+    assert!(error.contains("digest mismatch"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -151,6 +151,72 @@ pub fn verify(meta: &ImageMeta, body: &[u8]) -> Result<(), FrameError> {
     Ok(())
 }
 
+/// What a reader that does not keep a body checks of it ([`BodyTally`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyCheck {
+    /// The size and the signed SHA-256 digest, as [`verify`] checks.
+    Digest,
+    /// The size only, as an HTTP load generator such as wrk checks. Hashing is most of a
+    /// reader's work on a hit, so a load generator that hashes every body measures its own
+    /// core rather than the server's.
+    Size,
+}
+
+/// Checks a body fed in pieces, as they arrive, against the size (and, with
+/// [`BodyCheck::Digest`], the digest) in its metadata, without holding it.
+pub struct BodyTally<'m> {
+    meta: &'m ImageMeta,
+    received: u64,
+    digest: Option<crate::DigestBuilder>,
+}
+
+impl<'m> BodyTally<'m> {
+    /// Refuses a size over [`MAX_IMAGE_BYTES`] before a byte is read.
+    pub fn new(meta: &'m ImageMeta, check: BodyCheck) -> Result<BodyTally<'m>, FrameError> {
+        body_length(meta)?;
+        Ok(BodyTally {
+            meta,
+            received: 0,
+            digest: (check == BodyCheck::Digest).then(Digest::incremental),
+        })
+    }
+
+    /// The next piece; refuses one that runs past the announced size.
+    pub fn feed(&mut self, piece: &[u8]) -> Result<(), FrameError> {
+        self.received += piece.len() as u64;
+        if self.received > self.meta.size {
+            return Err(FrameError::BodyTooLong {
+                expected: self.meta.size,
+            });
+        }
+        if let Some(digest) = &mut self.digest {
+            digest.update(piece);
+        }
+        Ok(())
+    }
+
+    /// At the end of the stream: the bytes received, if the body was whole and matched.
+    pub fn finish(self) -> Result<u64, FrameError> {
+        if self.received < self.meta.size {
+            return Err(FrameError::BodyTruncated {
+                received: self.received,
+                expected: self.meta.size,
+            });
+        }
+        if let Some(digest) = self.digest {
+            let actual = digest.finish();
+            if actual != self.meta.digest {
+                return Err(FrameError::DigestMismatch {
+                    id: self.meta.id.0,
+                    expected: self.meta.digest,
+                    actual,
+                });
+            }
+        }
+        Ok(self.received)
+    }
+}
+
 /// Stream reset code: the reader took the body too slowly (or not at all) and the sender gave
 /// up on it ([`crate::limits::SEND_STALL_TIMEOUT`], [`crate::limits::REPLY_SEND_DEADLINE`]).
 pub const RESET_STALLED: u32 = 1;
@@ -298,6 +364,67 @@ mod tests {
         );
         let error = verify(&meta, &body[1..]).unwrap_err();
         assert!(matches!(error, FrameError::BodyTruncated { .. }), "{error}");
+    }
+
+    /// Feeds `body` to a tally in pieces of `piece` bytes.
+    fn tally(
+        meta: &ImageMeta,
+        check: BodyCheck,
+        body: &[u8],
+        piece: usize,
+    ) -> Result<u64, FrameError> {
+        let mut tally = BodyTally::new(meta, check)?;
+        for piece in body.chunks(piece) {
+            tally.feed(piece)?;
+        }
+        tally.finish()
+    }
+
+    #[test]
+    fn a_tallied_body_is_checked_as_asked() {
+        let body: Vec<u8> = (0..10_000u32).map(|n| (n * 7 % 251) as u8).collect();
+        let meta = meta_for(&body);
+        for piece in [1, 1000, 4096, 20_000] {
+            assert_eq!(
+                tally(&meta, BodyCheck::Digest, &body, piece).unwrap(),
+                10_000
+            );
+        }
+        let mut corrupted = body.clone();
+        corrupted[5_000] ^= 1;
+        let error = tally(&meta, BodyCheck::Digest, &corrupted, 1000).unwrap_err();
+        assert!(
+            matches!(error, FrameError::DigestMismatch { .. }),
+            "{error}"
+        );
+        // Size only: a flipped bit passes, a missing or extra byte does not.
+        assert_eq!(
+            tally(&meta, BodyCheck::Size, &corrupted, 1000).unwrap(),
+            10_000
+        );
+        for check in [BodyCheck::Digest, BodyCheck::Size] {
+            let error = tally(&meta, check, &body[..9_999], 1000).unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    FrameError::BodyTruncated {
+                        received: 9_999,
+                        ..
+                    }
+                ),
+                "{error}"
+            );
+            let mut long = body.clone();
+            long.push(0);
+            let error = tally(&meta, check, &long, 1000).unwrap_err();
+            assert!(matches!(error, FrameError::BodyTooLong { .. }), "{error}");
+        }
+        let mut huge = meta.clone();
+        huge.size = MAX_IMAGE_BYTES + 1;
+        assert!(matches!(
+            BodyTally::new(&huge, BodyCheck::Size),
+            Err(FrameError::BodyTooLarge(_))
+        ));
     }
 
     #[test]

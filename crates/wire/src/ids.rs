@@ -115,9 +115,30 @@ impl Digest {
         Digest(sha2::Sha256::digest(bytes).into())
     }
 
+    /// A digest computed piece by piece, for a body that is never held whole.
+    pub fn incremental() -> DigestBuilder {
+        use sha2::Digest as _;
+        DigestBuilder(sha2::Sha256::new())
+    }
+
     /// Lower-case hex, as printed in catalogs and logs.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
+    }
+}
+
+/// [`Digest::incremental`]: feed the body in order, then [`DigestBuilder::finish`].
+pub struct DigestBuilder(sha2::Sha256);
+
+impl DigestBuilder {
+    pub fn update(&mut self, bytes: &[u8]) {
+        use sha2::Digest as _;
+        self.0.update(bytes);
+    }
+
+    pub fn finish(self) -> Digest {
+        use sha2::Digest as _;
+        Digest(self.0.finalize().into())
     }
 }
 

@@ -29,7 +29,7 @@ pub mod pki;
 pub mod routing;
 pub mod status;
 
-pub use ids::{Digest, ImageId, NodeIndex, Term};
+pub use ids::{Digest, DigestBuilder, ImageId, NodeIndex, Term};
 pub use message::{
     CacheOutcome, ElectionRole, ErrorKind, ImageMeta, NodeStatus, Request, Response,
 };

@@ -97,6 +97,10 @@ struct Cache {
     /// Name prefix of the bench clusters [default: <the checkout's prefix>_bench].
     #[arg(long = "name", value_name = "PREFIX", value_parser = parse_prefix)]
     prefix: Option<String>,
+    /// The Flotilla client checks the SHA-256 digest of one body in N and the size of every
+    /// body, as wrk checks nginx's (1: every digest, which measures mostly the client's hashing).
+    #[arg(long, value_name = "N", default_value_t = cachebench::DEFAULT_DIGEST_EVERY, value_parser = clap::value_parser!(u64).range(1..))]
+    check_digest_every: u64,
     /// Print the report as JSON (progress still goes to stderr).
     #[arg(long)]
     json: bool,
@@ -181,6 +185,7 @@ impl Cache {
                 .prefix
                 .unwrap_or_else(|| format!("{}_bench", project.default_prefix())),
             xtask: std::env::current_exe()?,
+            digest_every: self.check_digest_every,
         };
         let report = cachebench::run(sh, &project, &config)?;
         if self.json {

@@ -106,29 +106,28 @@ impl Cluster {
         Ok(())
     }
 
-    /// One `client bench` run of `seconds` (or one request) on image `id` from `core`.
+    /// One `client bench` run of `load`, from `core`.
     fn client_bench(
         &self,
         sh: &Shell,
         client: &Path,
-        id: u64,
-        concurrency: u32,
-        amount: Amount,
+        load: &Load,
         core: usize,
     ) -> anyhow::Result<ClientReport> {
-        let (core, ids, concurrency) = (
+        let (core, ids, concurrency, digest_every) = (
             core.to_string(),
-            format!("{id}..{id}"),
-            concurrency.to_string(),
+            format!("{id}..{id}", id = load.id),
+            load.concurrency.to_string(),
+            load.digest_every.to_string(),
         );
         let dir = &self.dir;
-        let amount = match amount {
+        let amount = match load.amount {
             Amount::Seconds(seconds) => vec!["--seconds".to_string(), seconds.to_string()],
             Amount::OneRequest => vec!["--requests".to_string(), "1".to_string()],
         };
         let output = cmd!(
             sh,
-            "taskset -c {core} {client} --cluster {dir} bench --ids {ids} --concurrency {concurrency} {amount...} --json"
+            "taskset -c {core} {client} --cluster {dir} bench --ids {ids} --concurrency {concurrency} {amount...} --check-digest-every {digest_every} --json"
         )
         .quiet()
         .ignore_status()
@@ -143,26 +142,30 @@ impl Cluster {
         })
     }
 
-    /// Fetches image `id` once (a miss that fills the edge's cache), then loads it for
-    /// `seconds` and reports what the load measured.
+    /// Fetches `load`'s image once (a miss that fills the edge's cache, its digest checked),
+    /// then runs `load` and reports what it measured.
     pub fn measure(
         &self,
         sh: &Shell,
         client: &Path,
-        id: u64,
-        concurrency: u32,
-        seconds: u32,
+        load: &Load,
         core: usize,
     ) -> anyhow::Result<Cell> {
-        let warm = self.client_bench(sh, client, id, 1, Amount::OneRequest, core)?;
+        let warm = Load {
+            concurrency: 1,
+            amount: Amount::OneRequest,
+            digest_every: 1,
+            ..*load
+        };
+        let warm = self.client_bench(sh, client, &warm, core)?;
         if warm.errors > 0 {
             anyhow::bail!(
-                "warming image {id} failed: {}",
+                "warming image {} failed: {}",
+                load.id,
                 warm.first_error.unwrap_or_default()
             );
         }
-        let report =
-            self.client_bench(sh, client, id, concurrency, Amount::Seconds(seconds), core)?;
+        let report = self.client_bench(sh, client, load, core)?;
         let good = report.requests - report.errors;
         let hits = (report.hit_ratio * good as f64).round() as u64;
         Ok(Cell {
@@ -203,8 +206,19 @@ fn down(xtask: &Path, dir: &Path) {
     }
 }
 
+/// One `client bench` run on one image.
+#[derive(Clone, Copy, Debug)]
+pub struct Load {
+    pub id: u64,
+    pub concurrency: u32,
+    pub amount: Amount,
+    /// `--check-digest-every`.
+    pub digest_every: u64,
+}
+
 /// How long one `client bench` runs.
-enum Amount {
+#[derive(Clone, Copy, Debug)]
+pub enum Amount {
     Seconds(u32),
     OneRequest,
 }

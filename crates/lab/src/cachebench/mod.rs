@@ -35,6 +35,9 @@ pub const DEFAULT_SECONDS: u32 = 8;
 pub const QUICK_SECONDS: u32 = 2;
 /// How long each floor is measured.
 const FLOOR_DURATION: Duration = Duration::from_millis(500);
+/// Default of `--check-digest-every`: one body in 16 hashed costs the client about 3% of
+/// what hashing every body does, and still catches a server that corrupts bodies.
+pub const DEFAULT_DIGEST_EVERY: u64 = 16;
 /// How long wrk warms nginx's cache (one connection) before a measured run.
 const NGINX_WARM_SECONDS: u32 = 1;
 /// Core of the servers (nginx, the Flotilla members) and of the floors.
@@ -53,6 +56,9 @@ pub struct Config {
     pub prefix: String,
     /// The xtask binary, run for `up` and `down` of the bench clusters.
     pub xtask: PathBuf,
+    /// `client bench --check-digest-every`: the client checks the digest of one body in this
+    /// many and the size of every body (wrk checks the size).
+    pub digest_every: u64,
 }
 
 /// One server at one size.
@@ -115,6 +121,8 @@ pub struct Report {
     pub seconds: u32,
     pub server_core: usize,
     pub load_core: usize,
+    /// The Flotilla client checked the digest of one body in this many.
+    pub digest_every: u64,
     pub floors: Floors,
     pub runtimes: Vec<String>,
     pub rows: Vec<Row>,
@@ -233,14 +241,13 @@ pub fn run(sh: &Shell, project: &Project, config: &Config) -> anyhow::Result<Rep
                 "bench cache: Flotilla {runtime}, {} objects, {} s at concurrency {}",
                 row.size, config.seconds, config.concurrency
             );
-            let measured = cluster.measure(
-                sh,
-                &client,
-                sizes::object_id(position),
-                config.concurrency,
-                config.seconds,
-                LOAD_CORE,
-            );
+            let load = flotilla::Load {
+                id: sizes::object_id(position),
+                concurrency: config.concurrency,
+                amount: flotilla::Amount::Seconds(config.seconds),
+                digest_every: config.digest_every,
+            };
+            let measured = cluster.measure(sh, &client, &load, LOAD_CORE);
             row.flotilla
                 .insert(runtime.to_string(), Outcome::of(measured));
         }
@@ -253,6 +260,7 @@ pub fn run(sh: &Shell, project: &Project, config: &Config) -> anyhow::Result<Rep
         seconds: config.seconds,
         server_core: SERVER_CORE,
         load_core: LOAD_CORE,
+        digest_every: config.digest_every,
         floors,
         runtimes: config.runtimes.iter().map(ToString::to_string).collect(),
         rows,

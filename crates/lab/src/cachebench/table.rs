@@ -26,6 +26,14 @@ pub fn render(report: &Report) -> String {
         "concurrency {}, {} s per cell, servers on core {}, load on core {}; seal% = MB/s as a share of the seal floor",
         report.concurrency, report.seconds, report.server_core, report.load_core
     );
+    let _ = writeln!(
+        text,
+        "bodies checked: wrk their size; the Flotilla client every size and every signature, and {}",
+        match report.digest_every {
+            1 => "every SHA-256 digest".to_string(),
+            n => format!("the SHA-256 digest of 1 body in {n}"),
+        }
+    );
     let mut heading = format!("{:<6}| {:<BLOCK$}", "size", "nginx proxy_cache, TLS 1.3");
     let mut columns = format!("{:<6}| {:<BLOCK$}", "", server_columns(false));
     for runtime in &report.runtimes {
@@ -123,6 +131,7 @@ mod tests {
             seconds: 2,
             server_core: 0,
             load_core: 1,
+            digest_every: 16,
             floors: Floors {
                 aes_128_gcm_seal_mb_per_s: 1000.0,
                 seal_packet_bytes: 1400,
@@ -140,6 +149,7 @@ mod tests {
         assert!(report.incomplete().is_empty());
         let text = render(&report);
         assert!(text.contains("1.50×"), "{text}");
+        assert!(text.contains("digest of 1 body in 16"), "{text}");
         let mut broken = report.clone();
         broken.rows[0].flotilla.insert(
             "process".to_string(),
