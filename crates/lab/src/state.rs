@@ -50,6 +50,79 @@ pub struct Options {
     pub cache_mb: Option<u32>,
     /// Replication factor (`--replicas`); the node's default when absent.
     pub replicas: Option<u16>,
+    /// The CPUs every member runs on (`--cpus`), as a list such as `0` or `0,2-3`; every CPU
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<CpuList>,
+}
+
+/// A set of CPU numbers, written as Linux and Docker write them (`0,2-3`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CpuList(Vec<usize>);
+
+/// The highest CPU number `--cpus` accepts (the kernel's default `CONFIG_NR_CPUS` range).
+const MAX_CPU: usize = 1023;
+
+impl CpuList {
+    /// The CPU numbers, ascending, without repeats.
+    pub fn cpus(&self) -> &[usize] {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for CpuList {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<CpuList, String> {
+        let bad = || format!("`{text}` is not a CPU list such as 0 or 0,2-3");
+        let number = |part: &str| part.trim().parse::<usize>().map_err(|_| bad());
+        let mut cpus = std::collections::BTreeSet::new();
+        for part in text.split(',') {
+            let (first, last) = match part.split_once('-') {
+                Some((first, last)) => (number(first)?, number(last)?),
+                None => (number(part)?, number(part)?),
+            };
+            if first > last || last > MAX_CPU {
+                return Err(bad());
+            }
+            cpus.extend(first..=last);
+        }
+        Ok(CpuList(cpus.into_iter().collect()))
+    }
+}
+
+impl fmt::Display for CpuList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut ranges: Vec<(usize, usize)> = Vec::new();
+        for &cpu in &self.0 {
+            match ranges.last_mut() {
+                Some((_, last)) if *last + 1 == cpu => *last = cpu,
+                _ => ranges.push((cpu, cpu)),
+            }
+        }
+        let parts: Vec<String> = ranges
+            .into_iter()
+            .map(|(first, last)| match first == last {
+                true => first.to_string(),
+                false => format!("{first}-{last}"),
+            })
+            .collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+impl TryFrom<String> for CpuList {
+    type Error = String;
+    fn try_from(text: String) -> Result<CpuList, String> {
+        text.parse()
+    }
+}
+
+impl From<CpuList> for String {
+    fn from(list: CpuList) -> String {
+        list.to_string()
+    }
 }
 
 /// One member: the canonical (index 0) or an edge (index 1..=N).
@@ -388,6 +461,27 @@ impl FromStr for LogTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_lists_parse_and_print_as_docker_writes_them() {
+        let list: CpuList = "3, 0-1,1".parse().unwrap();
+        assert_eq!(list.cpus(), &[0, 1, 3]);
+        assert_eq!(list.to_string(), "0-1,3");
+        for bad in ["", "a", "2-1", "1-", "-1", "0,,1", "5000"] {
+            assert!(bad.parse::<CpuList>().is_err(), "{bad:?} was accepted");
+        }
+        let options = Options {
+            cpus: Some("0".parse().unwrap()),
+            ..Options::default()
+        };
+        let text = serde_json::to_string(&options).unwrap();
+        assert!(text.contains(r#""cpus":"0""#), "{text}");
+        assert_eq!(serde_json::from_str::<Options>(&text).unwrap(), options);
+        assert!(serde_json::from_str::<Options>(
+            r#"{"images":null,"cache_mb":null,"replicas":null,"cpus":"x"}"#
+        )
+        .is_err());
+    }
 
     #[test]
     fn targets_parse() {

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use net::frame::BodyCheck;
 use net::pool::{Pool, Target};
 use net::tls::Credentials;
-use net::frame::BodyCheck;
 use net::CallError;
 use testkit::{credentials, origin_signer, pool_with, TestCluster};
 use wire::election::{ElectionKind, ElectionMessage};
@@ -310,7 +310,10 @@ async fn a_drained_body_is_checked_as_asked() {
         Ok(reply) => panic!("a corrupt body was drained as good: {} bytes", reply.bytes),
     };
     assert!(error.contains("digest mismatch"), "{error}");
-    let drained = pool.drain_image(&target, id, BodyCheck::Size).await.unwrap();
+    let drained = pool
+        .drain_image(&target, id, BodyCheck::Size)
+        .await
+        .unwrap();
     assert_eq!((drained.bytes, drained.meta.size), (4096, 4096));
     let error = match pool.get_image(&target, id).await {
         Err(error) => error.to_string(),

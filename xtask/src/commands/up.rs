@@ -9,7 +9,7 @@ use std::time::Instant;
 use lab::project::{parse_prefix, Project};
 use lab::runtime::{self, MemberStatus, Runtime};
 use lab::state::{
-    member_name, new_cluster_id, MemberState, Options, RuntimeKind, State, SwarmChoices,
+    member_name, new_cluster_id, CpuList, MemberState, Options, RuntimeKind, State, SwarmChoices,
 };
 use lab::{certs, client, docker, faults, ports, swarm, UsageError};
 use xshell::Shell;
@@ -38,6 +38,10 @@ pub struct Up {
     /// How many edges the leader replicates an image to [default: the node's].
     #[arg(long, value_name = "R", value_parser = clap::value_parser!(u16).range(1..=MAX_NODES))]
     replicas: Option<u16>,
+    /// Run every member on these CPUs only, e.g. `0` or `0,2-3` (process: the members'
+    /// affinity; docker: `--cpuset-cpus`) [default: every CPU].
+    #[arg(long, value_name = "LIST", value_parser = parse_cpus)]
+    cpus: Option<CpuList>,
     /// Accept the canonical's images as they are now: rebuild its catalog of digests (the
     /// canonical restarts), printing one line per image added, changed or removed.
     #[arg(long)]
@@ -59,6 +63,19 @@ pub struct Up {
 enum RestartPolicy {
     None,
     OnFailure,
+}
+
+/// `--cpus`: a CPU list whose every CPU this machine has.
+fn parse_cpus(text: &str) -> Result<CpuList, String> {
+    let list: CpuList = text.parse()?;
+    let online = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match list.cpus().iter().find(|&&cpu| cpu >= online) {
+        Some(cpu) => Err(format!(
+            "this machine has CPUs 0-{} for the cluster; there is no CPU {cpu}",
+            online - 1
+        )),
+        None => Ok(list),
+    }
 }
 
 /// `HOST:PORT` of a registry, checked for shape only.
@@ -89,6 +106,7 @@ impl Up {
             images: None,
             cache_mb: None,
             replicas: None,
+            cpus: None,
             reindex: false,
             init: false,
             registry: None,
@@ -135,6 +153,7 @@ impl Up {
             images: images.map(|images| images.path),
             cache_mb: self.cache_mb,
             replicas: self.replicas,
+            cpus: self.cpus.clone(),
         };
         let live = existing.filter(|state| state.prefix == prefix && is_alive(state));
         let kind = self.choose_runtime(sh, live.as_ref())?;
@@ -291,6 +310,12 @@ impl Up {
 
     /// Fails when a swarm-only option is given for another runtime, or to a running cluster.
     fn check_swarm_options(&self, kind: RuntimeKind, live: Option<&State>) -> anyhow::Result<()> {
+        if kind == RuntimeKind::Swarm && self.cpus.is_some() {
+            return Err(UsageError(
+                "`--cpus` is for the docker and process runtimes: a swarm places its tasks on machines of its own".to_string(),
+            )
+            .into());
+        }
         let given: Vec<&str> = [
             (self.init, "--init"),
             (self.registry.is_some(), "--registry"),
@@ -347,7 +372,8 @@ impl Up {
         ) || changed(
             options.replicas.is_some(),
             options.replicas == live.options.replicas,
-        ) {
+        ) || changed(options.cpus.is_some(), options.cpus == live.options.cpus)
+        {
             anyhow::bail!(
                 "cluster `{}` is running with other options ({:?}); run `cargo xtask down` first to change them",
                 live.prefix,

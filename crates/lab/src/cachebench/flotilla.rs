@@ -1,6 +1,6 @@
 //! The Flotilla side: a cluster of one edge started by xtask's own `up` in a cluster folder of
-//! its own (`FLOTILLA_CLUSTER`), serving the objects folder; its members pinned to the
-//! server's core; loaded by the release `client bench` on the load core. [`Cluster`]'s Drop
+//! its own (`FLOTILLA_CLUSTER`), serving the objects folder; its members started on the
+//! server's core (`up --cpus`); loaded by the release `client bench` on the load core. [`Cluster`]'s Drop
 //! runs `down --volumes`, also on failure.
 
 use std::path::{Path, PathBuf};
@@ -12,10 +12,10 @@ use wire::cluster::CLUSTER_ENV;
 use xshell::{cmd, Shell};
 
 use super::Cell;
-use crate::state::{RuntimeKind, State};
+use crate::state::RuntimeKind;
 
 /// What a bench cluster is: the canonical and `nodes` edges on `runtime`, named `prefix`,
-/// serving `objects`, all pinned to `core` if given.
+/// serving `objects`, all started on `core` if given.
 #[derive(Clone, Copy, Debug)]
 pub struct Spec<'a> {
     pub prefix: &'a str,
@@ -55,55 +55,21 @@ impl Cluster {
         };
         let runtime_word = runtime.to_string();
         let nodes = nodes.to_string();
+        // Started on their core, not moved there later: a runtime sizes its thread pool by
+        // the CPUs it may use at start, and two threads sharing one core spend a quarter of
+        // it switching between them (perf, 10k objects).
+        let cpus = core.map(|core| vec!["--cpus".to_string(), core.to_string()]);
+        let cpus = cpus.unwrap_or_default();
         cmd!(
             sh,
-            "{xtask} up {nodes} --runtime {runtime_word} --name {prefix} --images {objects}"
+            "{xtask} up {nodes} --runtime {runtime_word} --name {prefix} --images {objects} {cpus...}"
         )
         .env(CLUSTER_ENV, dir)
         .quiet()
         .ignore_stdout()
         .run()
         .with_context(|| format!("starting the {runtime} bench cluster `{prefix}`"))?;
-        if let Some(core) = core {
-            cluster.pin(sh, core)?;
-        }
         Ok(cluster)
-    }
-
-    /// Moves every member onto `core`: all threads of each process, or each container's
-    /// cpuset.
-    fn pin(&self, sh: &Shell, core: usize) -> anyhow::Result<()> {
-        let state = State::require(&self.dir)?;
-        let core = core.to_string();
-        for member in &state.members {
-            match (self.runtime, member.pid) {
-                (RuntimeKind::Process, Some(pid)) => {
-                    let pid = pid.to_string();
-                    cmd!(sh, "taskset -a -p -c {core} {pid}")
-                        .quiet()
-                        .ignore_stdout()
-                        .run()
-                        .with_context(|| format!("pinning {} to core {core}", member.name))?;
-                }
-                (RuntimeKind::Process, None) => {
-                    anyhow::bail!("{} has no recorded pid to pin", member.name)
-                }
-                (RuntimeKind::Swarm, _) => {
-                    anyhow::bail!(
-                        "`bench cache` pins members of the docker and process runtimes only"
-                    )
-                }
-                (RuntimeKind::Docker, _) => {
-                    let name = &member.name;
-                    cmd!(sh, "docker update --cpuset-cpus {core} {name}")
-                        .quiet()
-                        .ignore_stdout()
-                        .run()
-                        .with_context(|| format!("pinning {name} to core {core}"))?;
-                }
-            }
-        }
-        Ok(())
     }
 
     /// One `client bench` run of `load`, from `core`.

@@ -126,6 +126,9 @@ fn run(sh: &Shell, project: &Project, state: &State, member: &MemberState) -> an
     if member.is_canonical() {
         args.extend(canonical_mounts(state));
     }
+    if let Some(cpus) = &state.options.cpus {
+        args.push(format!("--cpuset-cpus={cpus}"));
+    }
     if let Some(id) = &state.cluster_id {
         args.push(format!("--label={ID_LABEL}={id}"));
     }

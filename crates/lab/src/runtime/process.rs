@@ -17,7 +17,7 @@ use super::{MemberStatus, Runtime, Started};
 use crate::launch::{images_catalog_name, member_args, reindex_args, Placement};
 use crate::project::Project;
 use crate::release;
-use crate::state::{MemberState, RuntimeKind, State};
+use crate::state::{CpuList, MemberState, RuntimeKind, State};
 
 /// How long a member gets to stop after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -137,7 +137,8 @@ fn spawn(
         .try_clone()
         .with_context(|| format!("opening {}", path.display()))?;
     let binary = binaries.of(member);
-    let child = Command::new(binary)
+    let mut command = Command::new(binary);
+    command
         .args(member_args(
             member,
             &placement(project, state, member),
@@ -148,10 +149,41 @@ fn spawn(
         .stdout(log)
         .stderr(log_too)
         // Its own group: Ctrl-C in the terminal that ran `up` does not reach it.
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("starting {}", binary.display()))?;
+        .process_group(0);
+    if let Some(cpus) = &state.options.cpus {
+        let mask = cpu_mask(cpus);
+        // SAFETY: sched_setaffinity is async-signal-safe and reads only `mask`, which the
+        // closure owns; nothing is allocated between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                let size = std::mem::size_of::<libc::cpu_set_t>();
+                if libc::sched_setaffinity(0, size, &mask) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+    let child = command.spawn().with_context(|| match &state.options.cpus {
+        Some(cpus) => format!("starting {} on CPUs {cpus}", binary.display()),
+        None => format!("starting {}", binary.display()),
+    })?;
     Ok(child.id())
+}
+
+/// `cpus` as the kernel's affinity mask (numbers past the mask's 1024 bits are refused when
+/// the list is parsed).
+fn cpu_mask(cpus: &CpuList) -> libc::cpu_set_t {
+    // SAFETY: cpu_set_t is a plain bit array; all zeros is the empty set. CPU_SET writes one
+    // bit inside it for a number below its 1024 bits, which `CpuList` guarantees.
+    unsafe {
+        let mut mask: libc::cpu_set_t = std::mem::zeroed();
+        for &cpu in cpus.cpus() {
+            libc::CPU_SET(cpu, &mut mask);
+        }
+        mask
+    }
 }
 
 /// Sends `signal` (a `kill -s` name) to `member`'s process group.
