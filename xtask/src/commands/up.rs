@@ -494,6 +494,7 @@ fn start_missing(
 ) -> anyhow::Result<Vec<u16>> {
     let statuses = runtime.statuses(sh, state)?;
     let mut started = Vec::new();
+    let mut missing = Vec::new();
     for (position, status) in statuses.into_iter().enumerate() {
         let member = state.members[position].clone();
         match status {
@@ -503,12 +504,39 @@ fn start_missing(
                 actions.push(format!("resumed {}", member.name));
                 continue;
             }
-            MemberStatus::Stopped { .. } | MemberStatus::Missing => {
+            MemberStatus::Missing => missing.push(member.index),
+            MemberStatus::Stopped { .. } => {
                 let how = runtime.start(sh, state, member.index, status)?;
                 state.save(&project.cluster_dir)?;
                 actions.push(format!("{how} {}", member.name));
                 started.push(member.index);
             }
+        }
+    }
+    // The canonical first, then the rest together (when the runtime can): edges ask the
+    // canonical as soon as they start.
+    let (first, rest) = match missing.split_first() {
+        Some((&0, rest)) => (vec![0], rest.to_vec()),
+        _ => (Vec::new(), missing),
+    };
+    let mut failure = None;
+    for batch in [first, rest] {
+        let results = runtime.create(sh, state, &batch);
+        // Saved whatever happened: `down` stops what a failure leaves.
+        state.save(&project.cluster_dir)?;
+        for (index, result) in batch.into_iter().zip(results) {
+            match result {
+                Ok(how) => {
+                    actions.push(format!("{how} {}", state.member_by_index(index)?.name));
+                    started.push(index);
+                }
+                Err(error) => {
+                    failure.get_or_insert(error);
+                }
+            }
+        }
+        if let Some(error) = failure {
+            return Err(error);
         }
     }
     Ok(started)

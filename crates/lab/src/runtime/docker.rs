@@ -82,6 +82,10 @@ pub fn memory_limit_mb(state: &State, member: &MemberState) -> u32 {
     }
 }
 
+/// How many `docker run`s [`DockerRuntime::create`] keeps in flight (4, 8 and 20 measured
+/// the same within noise on 2 cores).
+const CONCURRENT_RUNS: usize = 4;
+
 /// Creates and starts `member`'s container.
 fn run(sh: &Shell, project: &Project, state: &State, member: &MemberState) -> anyhow::Result<()> {
     let (role, image) = if member.is_canonical() {
@@ -388,6 +392,50 @@ impl Runtime for DockerRuntime {
         docker::run(sh, &["start".into(), member.name.clone()])
             .map_err(|error| explain_start_failure(&member, error))?;
         Ok(Started::Started)
+    }
+
+    /// `docker run` for several members at once, at most [`CONCURRENT_RUNS`] in flight. The
+    /// engine takes about 0.5 s per container here (0.16 s of it publishing the two ports),
+    /// and overlaps part of that: twenty edges took 4.5 to 6 s this way, 8 s one after
+    /// another.
+    fn create(
+        &self,
+        _sh: &Shell,
+        state: &mut State,
+        indices: &[u16],
+    ) -> Vec<anyhow::Result<Started>> {
+        let state = &*state;
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results: Vec<std::sync::Mutex<Option<anyhow::Result<Started>>>> = indices
+            .iter()
+            .map(|_| std::sync::Mutex::new(None))
+            .collect();
+        std::thread::scope(|scope| {
+            for _ in 0..CONCURRENT_RUNS.min(indices.len()) {
+                scope.spawn(|| loop {
+                    let position = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(&index) = indices.get(position) else {
+                        return;
+                    };
+                    let result = Shell::new()
+                        .map_err(anyhow::Error::from)
+                        .and_then(|sh| {
+                            let member = state.member_by_index(index)?;
+                            run(&sh, &self.project, state, member)
+                        })
+                        .map(|()| Started::Created);
+                    *results[position].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+                });
+            }
+        });
+        results
+            .into_iter()
+            .map(|slot| {
+                slot.into_inner()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .unwrap_or_else(|| Err(anyhow::anyhow!("a start thread ended early")))
+            })
+            .collect()
     }
 
     fn bridge_addresses(&self, sh: &Shell, state: &State) -> BTreeMap<u16, String> {

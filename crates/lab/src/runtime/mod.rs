@@ -122,6 +122,20 @@ pub trait Runtime {
         status: MemberStatus,
     ) -> anyhow::Result<Started>;
 
+    /// Creates the members `indices`, which [`Runtime::statuses`] just found missing; one
+    /// result per member, in order. One after another unless a runtime can do better.
+    fn create(
+        &self,
+        sh: &Shell,
+        state: &mut State,
+        indices: &[u16],
+    ) -> Vec<anyhow::Result<Started>> {
+        indices
+            .iter()
+            .map(|&index| self.start(sh, state, index, MemberStatus::Missing))
+            .collect()
+    }
+
     /// Stops member `index` if it runs (gracefully, then by force) and starts it again on
     /// the same ports; may record a pid in `state` (the caller saves it).
     fn restart(&self, sh: &Shell, state: &mut State, index: u16) -> anyhow::Result<()>;
