@@ -53,7 +53,7 @@
           root="''${FLOTILLA_ROOT:?run client inside nix develop}"
           export FLOTILLA_CLUSTER="''${FLOTILLA_CLUSTER:-$root/.cluster}"
           exec cargo run --quiet --manifest-path "$root/Cargo.toml" \
-            --package flotilla-client --bin client -- "$@"
+            --package xtask -- client "$@"
         '';
       in
       {

@@ -71,9 +71,23 @@ pub fn binaries_dir(sh: &Shell, project: &Project) -> anyhow::Result<PathBuf> {
 
 /// Builds the node, canonical and client statically in release mode and checks the result.
 pub fn build_binaries(sh: &Shell, project: &Project) -> anyhow::Result<StaticBinaries> {
+    build(sh, project, true)
+}
+
+/// The release client of [`build_binaries`], built (all three binaries, so that what `up`
+/// built stays fresh) first if it is stale; says so only when it was never built.
+pub fn client_binary(sh: &Shell, project: &Project) -> anyhow::Result<PathBuf> {
+    let dir = binaries_dir(sh, project)?;
+    let first = !dir.join("client").exists();
+    Ok(build(sh, project, first)?.client)
+}
+
+fn build(sh: &Shell, project: &Project, say: bool) -> anyhow::Result<StaticBinaries> {
     let (triple, musl) = static_triple(sh)?;
     let how = if musl { "musl" } else { "glibc, +crt-static" };
-    eprintln!("building static release binaries for {triple} ({how})");
+    if say {
+        eprintln!("building static release binaries for {triple} ({how})");
+    }
     let mut build = cmd!(
         sh,
         "cargo build --quiet --release --target {triple} -p flotilla-node -p flotilla-canonical -p flotilla-client"

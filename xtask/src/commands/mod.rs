@@ -3,6 +3,7 @@
 mod attach;
 mod bench;
 mod build;
+mod client;
 mod down;
 mod kill;
 mod logs;
@@ -50,6 +51,7 @@ enum Command {
     Scenario(scenario::ScenarioCommand),
     Build(build::Build),
     Test(test::Test),
+    Client(client::Client),
 }
 
 impl Cli {
@@ -75,6 +77,7 @@ impl Cli {
             Command::Scenario(command) => command.run(sh),
             Command::Build(command) => command.run(sh),
             Command::Test(command) => command.run(sh),
+            Command::Client(command) => command.run(sh),
         }
     }
 }
