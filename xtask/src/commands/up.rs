@@ -362,22 +362,12 @@ impl Up {
                 self.nodes
             );
         }
-        let changed = |given: bool, same: bool| given && !same;
-        if changed(
-            options.images.is_some(),
-            options.images == live.options.images,
-        ) || changed(
-            options.cache_mb.is_some(),
-            options.cache_mb == live.options.cache_mb,
-        ) || changed(
-            options.replicas.is_some(),
-            options.replicas == live.options.replicas,
-        ) || changed(options.cpus.is_some(), options.cpus == live.options.cpus)
-        {
+        let differences = option_differences(&live.options, options);
+        if !differences.is_empty() {
             anyhow::bail!(
-                "cluster `{}` is running with other options ({:?}); run `cargo xtask down` first to change them",
+                "cluster `{}` runs with {}; run `cargo xtask down` first to change that",
                 live.prefix,
-                live.options
+                differences.join(", ")
             );
         }
         Ok(())
@@ -552,6 +542,46 @@ pub fn host_addresses(
         .collect()
 }
 
+/// Each option `asked` gives that differs from what the running cluster has, as
+/// `--cpus 1 (asked: 0)`; an option not given is not a difference.
+fn option_differences(running: &Options, asked: &Options) -> Vec<String> {
+    fn shown<T: std::fmt::Display>(value: Option<&T>) -> String {
+        value.map_or_else(|| "its default".to_string(), ToString::to_string)
+    }
+    fn differ<T: PartialEq + std::fmt::Display>(
+        flag: &str,
+        running: Option<&T>,
+        asked: Option<&T>,
+    ) -> Option<String> {
+        let asked_value = asked?;
+        (running != Some(asked_value))
+            .then(|| format!("{flag} {} (asked: {asked_value})", shown(running)))
+    }
+    let images = |options: &Options| {
+        options
+            .images
+            .as_ref()
+            .map(|path| path.display().to_string())
+    };
+    [
+        differ("--images", images(running).as_ref(), images(asked).as_ref()),
+        differ(
+            "--cache-mb",
+            running.cache_mb.as_ref(),
+            asked.cache_mb.as_ref(),
+        ),
+        differ(
+            "--replicas",
+            running.replicas.as_ref(),
+            asked.replicas.as_ref(),
+        ),
+        differ("--cpus", running.cpus.as_ref(), asked.cpus.as_ref()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
 /// `1 node`, `5 nodes`.
 fn nodes(count: u16) -> String {
     match count {
@@ -618,5 +648,37 @@ fn print_next_steps(state: &State) {
         ("cargo xtask down".to_string(), "stop and remove everything"),
     ] {
         println!("  {command:<28}  {what}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_option_is_named_with_both_values() {
+        let running = Options {
+            cache_mb: Some(64),
+            cpus: Some("1".parse().unwrap()),
+            ..Options::default()
+        };
+        let same = Options {
+            cache_mb: Some(64),
+            ..Options::default()
+        };
+        assert!(option_differences(&running, &same).is_empty());
+        assert!(option_differences(&running, &Options::default()).is_empty());
+        let asked = Options {
+            cpus: Some("0-1".parse().unwrap()),
+            replicas: Some(2),
+            ..Options::default()
+        };
+        assert_eq!(
+            option_differences(&running, &asked),
+            vec![
+                "--replicas its default (asked: 2)".to_string(),
+                "--cpus 1 (asked: 0-1)".to_string()
+            ]
+        );
     }
 }
