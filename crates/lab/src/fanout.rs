@@ -10,19 +10,15 @@
 //! push to the last acknowledgement, so neither the client nor the poll adds to it. The
 //! cluster is taken down afterwards, also on failure.
 
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use rand::rngs::SmallRng;
-use rand::{RngCore, SeedableRng};
 use serde::Serialize;
 use xshell::Shell;
 
 use crate::cachebench::flotilla::{Cluster, Spec};
+use crate::cachebench::sizes::{self, Seeded};
 use crate::failover;
 use crate::project::Project;
 use crate::reads;
@@ -152,40 +148,23 @@ pub fn run(sh: &Shell, project: &Project, config: &Config) -> anyhow::Result<Rep
     Ok(report)
 }
 
-/// Writes objects `1.bin` ..= `<count>.bin` of `size` bytes each into `dir` (readable by a
-/// container's unprivileged user), rewriting only what differs, removing any other file.
+/// Writes objects `1.bin` ..= `<count>.bin` of `size` bytes each into `dir`
+/// ([`sizes::write_seeded`]: rewriting only what differs, removing any other file).
 fn write_objects(dir: &Path, count: u64, size: u64) -> anyhow::Result<()> {
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("making {} readable", dir.display()))?;
-    let mut written = Vec::new();
-    for id in 1..=count {
-        let path = dir.join(format!("{id}.bin"));
-        let mut bytes = vec![0u8; size as usize];
-        SmallRng::seed_from_u64(OBJECT_SEED ^ id).fill_bytes(&mut bytes);
-        if fs::read(&path).ok().as_deref() != Some(bytes.as_slice()) {
-            let mut file =
-                fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
-            file.write_all(&bytes)
-                .and_then(|()| file.sync_all())
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
-            .with_context(|| format!("making {} readable", path.display()))?;
-        written.push(path);
-    }
-    for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
-        let path = entry?.path();
-        if !written.contains(&path) {
-            let _ = fs::remove_file(&path);
-        }
-    }
-    Ok(())
+    let objects: Vec<Seeded> = (1..=count)
+        .map(|id| Seeded {
+            id,
+            size,
+            seed: OBJECT_SEED ^ id,
+        })
+        .collect();
+    sizes::write_seeded(dir, &objects).map(drop)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn objects_have_the_size_asked_for_and_differ_from_each_other() {

@@ -7,7 +7,7 @@
 mod floors;
 pub mod flotilla;
 mod nginx;
-mod sizes;
+pub(crate) mod sizes;
 mod table;
 
 use std::collections::BTreeMap;

@@ -65,19 +65,42 @@ pub fn object_id(position: usize) -> u64 {
 }
 
 /// Writes one object per size into `dir` (readable by anyone: a container's unprivileged user
-/// reads them through a read-only mount), rewriting only files whose size differs.
+/// reads them through a read-only mount), rewriting only files whose bytes differ.
 pub fn write_objects(dir: &Path, sizes: &[u64]) -> anyhow::Result<Vec<PathBuf>> {
+    // Each size gets its own stream, so an object does not change with the sizes around it.
+    let objects: Vec<Seeded> = sizes
+        .iter()
+        .enumerate()
+        .map(|(position, &size)| Seeded {
+            id: object_id(position),
+            size,
+            seed: OBJECT_SEED ^ size,
+        })
+        .collect();
+    write_seeded(dir, &objects)
+}
+
+/// One file of seeded random bytes, `<id>.bin`.
+#[derive(Clone, Copy, Debug)]
+pub struct Seeded {
+    pub id: u64,
+    pub size: u64,
+    pub seed: u64,
+}
+
+/// Writes `objects` into `dir` (readable by anyone: a container's unprivileged user reads them
+/// through a read-only mount), rewriting only files whose bytes differ and removing every
+/// other file, since the canonical would serve it under an id the caller reuses.
+pub fn write_seeded(dir: &Path, objects: &[Seeded]) -> anyhow::Result<Vec<PathBuf>> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
         .with_context(|| format!("making {} readable", dir.display()))?;
-    let mut paths = Vec::with_capacity(sizes.len());
-    for (position, size) in sizes.iter().enumerate() {
-        let path = dir.join(format!("{}.bin", object_id(position)));
-        let mut bytes = vec![0u8; *size as usize];
-        // Each size gets its own stream, so an object does not change with the sizes around it.
-        SmallRng::seed_from_u64(OBJECT_SEED ^ size).fill_bytes(&mut bytes);
-        let current = fs::read(&path).ok();
-        if current.as_deref() != Some(bytes.as_slice()) {
+    let mut paths = Vec::with_capacity(objects.len());
+    for object in objects {
+        let path = dir.join(format!("{}.bin", object.id));
+        let mut bytes = vec![0u8; object.size as usize];
+        SmallRng::seed_from_u64(object.seed).fill_bytes(&mut bytes);
+        if fs::read(&path).ok().as_deref() != Some(bytes.as_slice()) {
             let mut file =
                 fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
             file.write_all(&bytes)
@@ -88,7 +111,6 @@ pub fn write_objects(dir: &Path, sizes: &[u64]) -> anyhow::Result<Vec<PathBuf>> 
             .with_context(|| format!("making {} readable", path.display()))?;
         paths.push(path);
     }
-    // Objects of an earlier run with more sizes would be served under ids this run reuses.
     for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
         let path = entry?.path();
         if !paths.contains(&path) {
