@@ -71,21 +71,25 @@ pub fn binaries_dir(sh: &Shell, project: &Project) -> anyhow::Result<PathBuf> {
 
 /// Builds the node, canonical and client statically in release mode and checks the result.
 pub fn build_binaries(sh: &Shell, project: &Project) -> anyhow::Result<StaticBinaries> {
-    build(sh, project, true)
+    build(sh, project, |_| true)
 }
 
 /// The release client of [`build_binaries`], built (all three binaries, so that what `up`
 /// built stays fresh) first if it is stale; says so only when it was never built.
 pub fn client_binary(sh: &Shell, project: &Project) -> anyhow::Result<PathBuf> {
-    let dir = binaries_dir(sh, project)?;
-    let first = !dir.join("client").exists();
-    Ok(build(sh, project, first)?.client)
+    Ok(build(sh, project, |dir| !dir.join("client").exists())?.client)
 }
 
-fn build(sh: &Shell, project: &Project, say: bool) -> anyhow::Result<StaticBinaries> {
+/// The build behind both; `say(dir)` tells whether to announce it, given the binaries' folder.
+fn build(
+    sh: &Shell,
+    project: &Project,
+    say: impl FnOnce(&Path) -> bool,
+) -> anyhow::Result<StaticBinaries> {
     let (triple, musl) = static_triple(sh)?;
+    let dir = project.target_dir.join(&triple).join("release");
     let how = if musl { "musl" } else { "glibc, +crt-static" };
-    if say {
+    if say(&dir) {
         eprintln!("building static release binaries for {triple} ({how})");
     }
     let mut build = cmd!(
@@ -103,7 +107,6 @@ fn build(sh: &Shell, project: &Project, say: bool) -> anyhow::Result<StaticBinar
     build.run().map_err(|_| {
         anyhow::anyhow!("the workspace does not build in release mode (see cargo's errors above); fix them and try again")
     })?;
-    let dir = project.target_dir.join(&triple).join("release");
     let binaries = StaticBinaries {
         node: dir.join("flotilla-node"),
         canonical: dir.join("flotilla-canonical"),

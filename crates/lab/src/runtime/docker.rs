@@ -405,36 +405,34 @@ impl Runtime for DockerRuntime {
         indices: &[u16],
     ) -> Vec<anyhow::Result<Started>> {
         let state = &*state;
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let results: Vec<std::sync::Mutex<Option<anyhow::Result<Started>>>> = indices
-            .iter()
-            .map(|_| std::sync::Mutex::new(None))
-            .collect();
+        let threads = CONCURRENT_RUNS.min(indices.len());
+        // Thread t runs the members at positions t, t + threads, ...; results keep positions.
+        let mut results: Vec<Option<anyhow::Result<Started>>> =
+            indices.iter().map(|_| None).collect();
         std::thread::scope(|scope| {
-            for _ in 0..CONCURRENT_RUNS.min(indices.len()) {
-                scope.spawn(|| loop {
-                    let position = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(&index) = indices.get(position) else {
-                        return;
-                    };
-                    let result = Shell::new()
-                        .map_err(anyhow::Error::from)
-                        .and_then(|sh| {
-                            let member = state.member_by_index(index)?;
-                            run(&sh, &self.project, state, member)
+            let workers: Vec<_> = (0..threads)
+                .map(|first| {
+                    scope.spawn(move || {
+                        let runs = indices.iter().enumerate().skip(first).step_by(threads);
+                        runs.map(|(position, &index)| {
+                            let result = Shell::new().map_err(anyhow::Error::from).and_then(|sh| {
+                                run(&sh, &self.project, state, state.member_by_index(index)?)
+                            });
+                            (position, result.map(|()| Started::Created))
                         })
-                        .map(|()| Started::Created);
-                    *results[position].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
-                });
+                        .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for worker in workers {
+                for (position, result) in worker.join().unwrap_or_default() {
+                    results[position] = Some(result);
+                }
             }
         });
         results
             .into_iter()
-            .map(|slot| {
-                slot.into_inner()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .unwrap_or_else(|| Err(anyhow::anyhow!("a start thread ended early")))
-            })
+            .map(|result| result.unwrap_or_else(|| Err(anyhow::anyhow!("a start thread panicked"))))
             .collect()
     }
 
